@@ -1,0 +1,23 @@
+"""A preset bundles the per-component configs of one experiment (``presets/<name>.yaml``).
+
+Each top-level key of a preset file is one component's section; a section left out takes that
+component's defaults (the paper's values). Unknown keys anywhere are errors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from talkinghead.config.base import load_preset
+from talkinghead.config.prep import PrepConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    prep: PrepConfig = field(default_factory=PrepConfig)
+
+
+def load(name_or_path: str | Path) -> Preset:
+    """Load a bundled preset by name or a YAML file by path, strictly."""
+    return load_preset(Preset, name_or_path)
