@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import Any
 
 
+def temp_path_for(path: Path, suffix: str | None = None) -> Path:
+    """A fresh hidden temporary file beside ``path`` (same filesystem, so rename is atomic)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(
+        prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent
+    )
+    os.close(fd)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; outputs are ordinary shareable files
+    return Path(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
@@ -22,12 +33,7 @@ def atomic_path(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     ``suffix`` keeps the extension so that writers that infer the format (PyAV, imageio) work.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = temp_path_for(path, suffix)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

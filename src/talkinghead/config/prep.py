@@ -16,6 +16,8 @@ class PrepConfig:
     every_nth: int = 1  # keep every n-th frame of the video
     min_track_frames: int = 16  # drop tracks shorter than this (K=8 sources + targets need >= 9)
     max_track_frames: int = 0  # split tracks longer than this into clips (0 = no limit)
-    new_track_iou: float = 0.5  # a face box overlapping the track box less than this starts a new track
+    new_track_iou: float = (
+        0.5  # a face box overlapping the track box less than this starts a new track
+    )
     smoothing_window: int = 5  # temporal smoothing (frames) of landmarks
     jpeg_quality: int = 95

@@ -1,0 +1,82 @@
+"""Face detection and 68-point landmarks with dlib (HOG or MMOD detector).
+
+The dlib 68-point model was trained on iBUG 300-W, whose licence excludes commercial use.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import dlib
+import numpy as np
+
+from talkinghead import assets
+
+# dlib's HOG detector finds faces down to about 80 px; frames smaller than this are upsampled.
+_SMALL_FRAME = 400
+
+
+@dataclass(frozen=True)
+class Face:
+    box: np.ndarray  # (x0, y0, x1, y1) detector box in pixels
+    score: float  # detector confidence (HOG: SVM margin; MMOD: CNN score)
+
+
+@functools.cache
+def _hog() -> dlib.fhog_object_detector:
+    return dlib.get_frontal_face_detector()
+
+
+@functools.cache
+def _mmod() -> dlib.cnn_face_detection_model_v1:
+    return dlib.cnn_face_detection_model_v1(str(assets.mmod_detector_path()))
+
+
+@functools.cache
+def _predictor() -> dlib.shape_predictor:
+    return dlib.shape_predictor(str(assets.landmark_model_path()))
+
+
+def auto_upsample(image: np.ndarray) -> int:
+    """Detector upsampling for an image: 1 for small frames (e.g. 176x144), 0 otherwise."""
+    return 1 if max(image.shape[:2]) < _SMALL_FRAME else 0
+
+
+def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = -1) -> list[Face]:
+    """Faces in an RGB uint8 image [H,W,3], largest first.
+
+    ``upsample`` < 0 chooses automatically (see :func:`auto_upsample`).
+    """
+    image = np.ascontiguousarray(image)
+    upsample = auto_upsample(image) if upsample < 0 else upsample
+    if detector == "hog":
+        rects, scores, _ = _hog().run(image, upsample, 0.0)
+        faces = [Face(_rect_box(r), float(s)) for r, s in zip(rects, scores)]
+    elif detector == "mmod":
+        faces = [Face(_rect_box(d.rect), float(d.confidence)) for d in _mmod()(image, upsample)]
+    else:
+        raise ValueError(f"unknown detector {detector!r} (hog or mmod)")
+    return sorted(faces, key=lambda f: -float(np.prod(f.box[2:] - f.box[:2])))
+
+
+def _rect_box(rect: dlib.rectangle) -> np.ndarray:
+    return np.array([rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1], np.float64)
+
+
+def predict_landmarks(image: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """68 iBUG landmarks [68,2] (x, y) of the face inside ``box`` (a detector or tracked box)."""
+    x0, y0, x1, y1 = (round(float(v)) for v in box)
+    shape = _predictor()(np.ascontiguousarray(image), dlib.rectangle(x0, y0, x1 - 1, y1 - 1))
+    return np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+
+
+def tracking_box(landmarks: np.ndarray) -> np.ndarray:
+    """A detector-like box from the previous frame's landmarks, used to track between detections.
+
+    dlib's HOG boxes cover roughly brows to chin; the landmark box (jaw to brows) is close to
+    it, so the predictor sees a familiar framing.
+    """
+    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+    centre, side = (lo + hi) / 2, float((hi - lo).max())
+    return np.concatenate([centre - side / 2, centre + side / 2])
