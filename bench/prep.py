@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-
 from common import median_seconds, print_table, save_results
+
 from talkinghead import assets, video
 from talkinghead.config.prep import PrepConfig
 from talkinghead.data import store, tracks
