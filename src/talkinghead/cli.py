@@ -99,7 +99,41 @@ def _run_prep(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_prep,)
+def _add_corpus(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "corpus",
+        help="build the offline training corpus (warped photos + a real clip)",
+        description="An offline stand-in for VoxCeleb2: each photo's face is moved by the "
+        "relative landmark motion of a real talking clip (piecewise-affine warp). The output "
+        "folder is a `talkinghead prep` source.",
+    )
+    p.add_argument("photos", nargs="*", type=Path, help="photos of faces (default: astronaut)")
+    p.add_argument("--driver", type=Path, help="real talking clip (default: the bundled one)")
+    p.add_argument("--out", type=Path, default=Path("out/corpus"))
+    p.add_argument("--size", type=_positive, default=256)
+    p.add_argument("--no-mirror", action="store_true", help="skip mirrored copies")
+    p.add_argument("--no-progress", action="store_true")
+    return _run_corpus
+
+
+def _run_corpus(args: argparse.Namespace) -> int:
+    from talkinghead import assets
+    from talkinghead.data.corpus import build_corpus
+
+    photos = args.photos or [assets.astronaut_path()]
+    driver = args.driver or assets.sample_clip_path()
+    summary = build_corpus(
+        photos, driver, args.out, args.size, not args.no_mirror, not args.no_progress
+    )
+    for reason in summary.skipped:
+        print(f"corpus: skipped {reason}")
+    print(
+        f"corpus: {len(summary.videos)} video(s) -> {args.out} (next: talkinghead prep {args.out})"
+    )
+    return 0
+
+
+COMMANDS = (_add_prep, _add_corpus)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:

@@ -13,6 +13,7 @@ class PrepConfig:
     detector: Literal["hog", "mmod"] = "hog"  # dlib HOG (fast) or CNN MMOD (robust, slow)
     upsample: int = -1  # detector upsampling; -1 = automatic (upsample small frames)
     detect_every: int = 5  # run the detector every n-th kept frame; landmarks track in between
+    max_missed_detections: int = 2  # failed re-detections in a row before a face counts as lost
     every_nth: int = 1  # keep every n-th frame of the video
     min_track_frames: int = 16  # drop tracks shorter than this (K=8 sources + targets need >= 9)
     max_track_frames: int = 0  # split tracks longer than this into clips (0 = no limit)

@@ -172,7 +172,7 @@ def _image_track(source: Source, config: PrepConfig, notes: list[str]) -> tracks
     if len(faces) > 1:
         notes.append(f"{source.name}: {len(faces)} faces found, using the largest")
     landmarks = detect.predict_landmarks(image, faces[0].box)
-    track = tracks.Track([0], [image], [landmarks])
+    track = tracks.Track([0], [image], [landmarks], confirmed=1)
     return tracks.crop_track(track, config)
 
 

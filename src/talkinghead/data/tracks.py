@@ -11,7 +11,7 @@ crop does not jitter from frame to frame.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -24,12 +24,25 @@ from talkinghead.landmarks import detect, geometry
 class Track:
     """A run of frames with one face. Landmarks are in full-frame pixel coordinates."""
 
-    frame_indices: list[int]
-    frames: list[np.ndarray]
-    landmarks: list[np.ndarray]
+    frame_indices: list[int] = field(default_factory=list)
+    frames: list[np.ndarray] = field(default_factory=list)
+    landmarks: list[np.ndarray] = field(default_factory=list)
+    confirmed: int = 0  # frames up to the last successful detection
 
     def __len__(self) -> int:
         return len(self.frame_indices)
+
+    def append(self, index: int, frame: np.ndarray, landmarks: np.ndarray, detected: bool):
+        self.frame_indices.append(index)
+        self.frames.append(frame)
+        self.landmarks.append(landmarks)
+        if detected:
+            self.confirmed = len(self)
+
+    def truncated(self) -> Track:
+        """The track without the frames followed after the face was last detected."""
+        n = self.confirmed
+        return Track(self.frame_indices[:n], self.frames[:n], self.landmarks[:n], n)
 
 
 @dataclass(frozen=True)
@@ -41,22 +54,30 @@ class CroppedTrack:
 
 
 def find_tracks(frames: Iterable[np.ndarray], config: PrepConfig) -> Iterator[Track]:
-    """Split a frame sequence into face tracks (unfiltered by length)."""
+    """Split a frame sequence into face tracks (unfiltered by length).
+
+    A detection that misses on a frame of an active track is retried on the next frames while
+    the landmarks keep following; after ``max_missed_detections`` misses in a row the face is
+    lost, and the frames followed since its last detection are dropped as untrusted.
+    """
     track: Track | None = None
     anchor_box = previous_box = previous_landmarks = None
-    since_detect = config.detect_every
+    since_detect, missed = config.detect_every, 0
     for index, frame in enumerate(frames):
+        detected = False
         if track is None or since_detect >= config.detect_every:
             faces = detect.detect_faces(frame, config.detector, config.upsample)
-            since_detect = 0
-            if not faces:
-                if track is not None:
-                    yield track
+            if faces:
+                box = _best_match(faces, previous_box) if track is not None else faces[0].box
+                landmarks = detect.predict_landmarks(frame, box)
+                since_detect, missed, detected = 0, 0, True
+            elif track is None:
+                continue
+            elif (missed := missed + 1) > config.max_missed_detections:
+                yield track.truncated()
                 track = None
                 continue
-            box = _best_match(faces, previous_box) if track is not None else faces[0].box
-            landmarks = detect.predict_landmarks(frame, box)
-        else:
+        if not detected:
             landmarks = detect.predict_landmarks(frame, detect.tracking_box(previous_landmarks))
         since_detect += 1
         box = geometry.landmark_box(landmarks)
@@ -68,10 +89,8 @@ def find_tracks(frames: Iterable[np.ndarray], config: PrepConfig) -> Iterator[Tr
         if track is None or jumped or full:
             if track is not None:
                 yield track
-            track, anchor_box = Track([], [], []), box
-        track.frame_indices.append(index)
-        track.frames.append(frame)
-        track.landmarks.append(landmarks)
+            track, anchor_box = Track(), box
+        track.append(index, frame, landmarks, detected)
         previous_box, previous_landmarks = box, landmarks
     if track is not None:
         yield track
