@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from talkinghead.config.base import load_preset
+from talkinghead.config.loss import LossConfig
+from talkinghead.config.model import ModelConfig
 from talkinghead.config.prep import PrepConfig
+from talkinghead.config.train import TrainConfig
 
 
 @dataclass(frozen=True)
 class Preset:
     prep: PrepConfig = field(default_factory=PrepConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def load(name_or_path: str | Path) -> Preset:
