@@ -133,7 +133,73 @@ def _run_corpus(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_prep, _add_corpus)
+def _add_train(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "train",
+        help="meta-learn E, G and D on a prep dataset (torchrun for several processes)",
+        description="The paper's meta-learning stage. Several GPUs or nodes: "
+        "torchrun --nproc_per_node N -m talkinghead.cli train ...",
+    )
+    p.add_argument("--data", type=Path, required=True, help="a `talkinghead prep` dataset")
+    p.add_argument("--run", type=Path, required=True, help="run folder (checkpoint, logs)")
+    p.add_argument("--preset", default="small-128", help="preset name or YAML path")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run")
+    p.add_argument("--variant", choices=["ft", "ff"], help="ft: with L_MCH; ff: without")
+    p.add_argument("--steps", type=_positive, help="train until this step")
+    p.add_argument("--batch-size", type=_positive, help="episodes per step per process")
+    p.add_argument("--workers", type=int, help="data-loader workers per process")
+    p.add_argument("--vgg19", help="torchvision VGG19 weights (.pth) for the content loss")
+    p.add_argument("--vggface", help="VGG-Face weights (vgg_face_dag.pth) for the content loss")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-progress", action="store_true")
+    return _run_train
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from talkinghead.config import preset as presets
+    from talkinghead.training.loop import train
+
+    preset = presets.load(args.preset)
+    overrides = {
+        "variant": args.variant,
+        "max_steps": args.steps,
+        "batch_size": args.batch_size,
+        "num_workers": args.workers,
+    }
+    train_config = dataclasses.replace(
+        preset.train, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    preset = dataclasses.replace(preset, train=train_config)
+    result = train(
+        preset,
+        args.data,
+        args.run,
+        args.resume,
+        not args.no_progress,
+        args.vgg19,
+        args.vggface,
+        args.device,
+    )
+    return 0 if result.step >= train_config.max_steps or result.stopped_by_signal else 1
+
+
+def _add_export(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("export", help="training run -> inference bundle (EMA weights, no W)")
+    p.add_argument("run", type=Path, help="run folder or its checkpoint.pt")
+    p.add_argument("--out", type=Path, required=True, help="bundle file (.safetensors)")
+    p.add_argument("--fp32", action="store_true", help="keep float32 (default: float16)")
+    return _run_export
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from talkinghead.training.export import export_bundle
+
+    path = export_bundle(args.run, args.out, half=not args.fp32)
+    print(f"export: bundle -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+COMMANDS = (_add_prep, _add_corpus, _add_train, _add_export)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:

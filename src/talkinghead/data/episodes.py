@@ -27,6 +27,7 @@ class Episode(NamedTuple):
     source_landmarks: torch.Tensor  # [K,3,S,S]  y_i(s_k)
     target_frame: torch.Tensor  # [3,S,S]  x_i(t)
     target_landmarks: torch.Tensor  # [3,S,S]  y_i(t)
+    target_points: torch.Tensor  # [68,2] float32, the target's landmarks in pixels (x, y)
     video_index: torch.Tensor  # [] int64, row i of W
 
 
@@ -119,7 +120,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             landmarks = flip_landmarks(landmarks, size)
         images = to_tensor(frames)
         drawn = to_tensor(np.stack([draw_landmarks(points, size) for points in landmarks]))
-        return Episode(images[:-1], drawn[:-1], images[-1], drawn[-1], torch.tensor(index))
+        points = torch.from_numpy(landmarks[-1].astype(np.float32))
+        return Episode(images[:-1], drawn[:-1], images[-1], drawn[-1], points, torch.tensor(index))
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:
