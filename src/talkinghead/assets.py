@@ -79,3 +79,14 @@ def find_weights(explicit: str | Path | None, filenames: tuple[str, ...]) -> Pat
         if candidate.is_file():
             return candidate
     return None
+
+
+DEFAULT_MODEL = "default-small-128.safetensors"
+
+
+def default_model_path() -> Path:
+    """The bundled default model (trained by this project, see models/MODEL_CARD.md)."""
+    path = Path(__file__).parent / "weights" / DEFAULT_MODEL
+    if not path.is_file():
+        raise UserError(f"{path}: the bundled default model is missing; pass --model BUNDLE")
+    return path

@@ -112,6 +112,12 @@ def _add_corpus(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace
     p.add_argument("--out", type=Path, default=Path("out/corpus"))
     p.add_argument("--size", type=_positive, default=256)
     p.add_argument("--no-mirror", action="store_true", help="skip mirrored copies")
+    p.add_argument(
+        "--held-out",
+        type=float,
+        default=0.5,
+        help="fraction of the real clip's frames (its end) kept out for evaluation",
+    )
     p.add_argument("--no-progress", action="store_true")
     return _run_corpus
 
@@ -123,7 +129,7 @@ def _run_corpus(args: argparse.Namespace) -> int:
     photos = args.photos or [assets.astronaut_path()]
     driver = args.driver or assets.sample_clip_path()
     summary = build_corpus(
-        photos, driver, args.out, args.size, not args.no_mirror, not args.no_progress
+        photos, driver, args.out, args.size, not args.no_mirror, not args.no_progress, args.held_out
     )
     for reason in summary.skipped:
         print(f"corpus: skipped {reason}")
@@ -199,7 +205,97 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_prep, _add_corpus, _add_train, _add_export)
+def _add_source_args(p: argparse.ArgumentParser, person: bool) -> None:
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--source", nargs="+", type=Path, help="1-32 photos of the person")
+    group.add_argument("--source-video", type=Path, help="a video of the person")
+    if person:
+        group.add_argument("--person", type=Path, help="a person file from `finetune`")
+    p.add_argument("--num-frames", type=_positive, default=8, help="shots from --source-video")
+    p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
+    p.add_argument("--device", default="cpu")
+
+
+def _add_finetune(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("finetune", help="personalise the model on photos -> a person file")
+    _add_source_args(p, person=False)
+    p.add_argument("--out", type=Path, required=True, help="person file (.safetensors)")
+    p.add_argument(
+        "--steps", type=int, help="fine-tuning steps (default: ~125 for 1 shot to ~230 for 30+)"
+    )
+    p.add_argument("--no-progress", action="store_true")
+    return _run_finetune
+
+
+def _run_finetune(args: argparse.Namespace) -> int:
+    from talkinghead.inference import jobs
+
+    head = jobs.load_model(args.model, args.device)
+    person = jobs.personalize(
+        head, args.source, args.source_video, args.num_frames, args.steps, not args.no_progress
+    )
+    person.save(args.out)
+    print(
+        f"finetune: person ({person.info['num_shots']} shots, "
+        f"{person.info['finetune_steps']} steps) -> {args.out}"
+    )
+    return 0
+
+
+def _add_animate(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("animate", help="drive a person with another video's face motion")
+    _add_source_args(p, person=True)
+    p.add_argument("--driver", type=Path, required=True, help="driving video")
+    p.add_argument("--out", type=Path, required=True, help="output video (.mp4)")
+    p.add_argument("--motion", choices=["relative", "absolute"], default="relative")
+    p.add_argument("--finetune-steps", type=int, default=0, help="0 = feed-forward")
+    p.add_argument("--side-by-side", action="store_true", help="driver | landmarks | result")
+    p.add_argument("--paste-back", action="store_true", help="paste into the full photo")
+    p.add_argument("--frames-dir", type=Path, help="also write every frame as PNG here")
+    p.add_argument("--stream", action="store_true", help="render as decoded, batch 1, live fps")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    return _run_animate
+
+
+def _run_animate(args: argparse.Namespace) -> int:
+    from talkinghead.inference import jobs
+    from talkinghead.inference.person import Person
+    from talkinghead.inference.render import AnimateOptions
+
+    head = jobs.load_model(args.model, args.device)
+    if args.person is not None:
+        person = Person.load(args.person, head.model_hash)
+    else:
+        person = jobs.personalize(
+            head,
+            args.source,
+            args.source_video,
+            args.num_frames,
+            args.finetune_steps,
+            not args.no_progress,
+        )
+    options = AnimateOptions(
+        mode=args.motion,
+        batch_size=1 if args.stream else args.batch_size,
+        side_by_side=args.side_by_side,
+        paste_back=args.paste_back,
+    )
+    report = jobs.animate_file(
+        head,
+        person,
+        args.driver,
+        args.out,
+        options,
+        args.frames_dir,
+        args.stream,
+        not args.no_progress,
+    )
+    print(report)
+    return 0
+
+
+COMMANDS = (_add_prep, _add_corpus, _add_train, _add_export, _add_finetune, _add_animate)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:

@@ -123,6 +123,13 @@ class VideoWriter:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": str(self.crf), "preset": "medium"}
         self._stream = stream
+        # MP4 writes its header at the first packet: every stream must exist before that.
+        self._audio = None
+        if self.audio_from is not None:
+            with av.open(str(self.audio_from)) as source:
+                if source.streams.audio:
+                    rate = source.streams.audio[0].rate or 44100
+                    self._audio = self._container.add_stream("aac", rate=rate)
 
     def write(self, frame: np.ndarray) -> None:
         if self._stream is None:
@@ -134,10 +141,7 @@ class VideoWriter:
 
     def _copy_audio(self) -> None:
         with av.open(str(self.audio_from)) as source:
-            if not source.streams.audio:
-                return
-            in_audio = source.streams.audio[0]
-            out_audio = self._container.add_stream("aac", rate=in_audio.rate or 44100)
+            in_audio, out_audio = source.streams.audio[0], self._audio
             duration = self.num_frames / float(self.fps)
             for frame in source.decode(in_audio):
                 if frame.time is not None and frame.time > duration:
@@ -155,7 +159,7 @@ class VideoWriter:
                 raise ValueError(f"{self.path}: no frames were written")
             for packet in self._stream.encode(None):
                 self._container.mux(packet)
-            if self.audio_from is not None:
+            if self._audio is not None:
                 self._copy_audio()
             self._container.close()
         except BaseException:

@@ -14,7 +14,6 @@ that the photo does not show, lighting changes, or the diversity of thousands of
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,8 +90,14 @@ def build_corpus(
     size: int = 256,
     mirror: bool = True,
     progress: bool = True,
+    held_out: float = 0.5,
 ) -> CorpusSummary:
-    """Write ``out/pseudo/<photo>.mp4`` for each photo (and its mirror image) + ``out/real/``."""
+    """Write ``out/pseudo/<photo>.mp4`` for each photo (and its mirror image) + ``out/real/``.
+
+    Only the first ``1 - held_out`` of the real clip's frames go into the corpus: the rest is
+    kept for evaluation (``talkinghead eval`` on the clip's second part sees unseen frames).
+    The pseudo-videos borrow the whole clip's landmark motion, never its pixels.
+    """
     summary = CorpusSummary()
     driver = driver_landmarks(driver_clip)
     fps = probe(driver_clip).fps
@@ -117,17 +122,28 @@ def build_corpus(
                 writer.write(frame)
         summary.videos.append(target)
     real = out / "real" / driver_clip.name
-    real.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(driver_clip, real)
+    kept = _write_real_part(driver_clip, real, fps, held_out)
     summary.videos.append(real)
     atomic_write_json(
         out / "corpus.json",
         {
             "kind": "offline stand-in for VoxCeleb2: warped still photos + one real clip",
             "driver": driver_clip.name,
+            "real_frames_kept": kept,
+            "held_out_fraction": held_out,
             "photos": [str(p) for p in photos],
             "videos": [str(v.relative_to(out)) for v in summary.videos],
             "skipped": summary.skipped,
         },
     )
     return summary
+
+
+def _write_real_part(source: Path, target: Path, fps: float, held_out: float) -> int:
+    """Re-encode the first ``1 - held_out`` of a real clip; returns the frame count kept."""
+    frames = list(read_frames(source))
+    kept = frames[: max(1, round(len(frames) * (1 - held_out)))]
+    with VideoWriter(target, fps) as writer:
+        for frame in kept:
+            writer.write(frame)
+    return len(kept)

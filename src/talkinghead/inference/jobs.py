@@ -1,0 +1,120 @@
+"""File-level jobs shared by the CLI and the web demo: load a model, read shots, animate a video.
+
+Everything here is a thin layer over :class:`TalkingHead` and :mod:`talkinghead.video`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from talkinghead import assets
+from talkinghead.errors import UserError
+from talkinghead.fileio import atomic_path
+from talkinghead.inference.person import Person
+from talkinghead.inference.pipeline import TalkingHead
+from talkinghead.inference.render import AnimateOptions, StageTimes, animate_frames
+from talkinghead.video import VideoWriter, probe, read_frames, read_image
+
+
+def load_model(path: str | Path | None = None, device: str = "cpu") -> TalkingHead:
+    """A model bundle by path, or the bundled default."""
+    return TalkingHead.from_checkpoint(path or assets.default_model_path(), device)
+
+
+def read_shots(
+    photos: list[Path] | None = None, video: Path | None = None, num_frames: int = 8
+) -> tuple[list[np.ndarray], list[str]]:
+    """Images of the person: photo files, or ``num_frames`` evenly spaced frames of a video."""
+    if photos:
+        return [read_image(p) for p in photos], [str(p) for p in photos]
+    if video is None:
+        raise UserError("give photos or a video of the person")
+    frames = list(read_frames(video))
+    if not frames:
+        raise UserError(f"{video}: video has zero frames")
+    picks = np.linspace(0, len(frames) - 1, min(num_frames, len(frames))).round().astype(int)
+    return [frames[i] for i in picks], [f"{video} frame {i}" for i in picks]
+
+
+def personalize(
+    head: TalkingHead,
+    photos: list[Path] | None,
+    video: Path | None,
+    num_frames: int = 8,
+    steps: int | None = 0,
+    progress: bool = True,
+) -> Person:
+    images, names = read_shots(photos, video, num_frames)
+    return head.personalize(images, finetune_steps=steps, progress=progress, names=names)
+
+
+@dataclass
+class AnimateReport:
+    out: Path
+    frames: int
+    fps: float
+    seconds: float
+    times: StageTimes
+    notes: list[str]
+
+    def __str__(self) -> str:
+        rate = self.frames / max(self.seconds, 1e-9)
+        parts = ", ".join(
+            f"{k} {1e3 * v / max(self.frames, 1):.1f}" for k, v in self.times.seconds.items()
+        )
+        lines = [
+            f"animate: {self.frames} frames at {self.fps:.2f} fps -> {self.out}",
+            f"animate: {rate:.1f} frames/s end to end (ms/frame: {parts})",
+        ]
+        if self.times.held_frames:
+            lines.append(
+                f"animate: note: face lost in {self.times.held_frames} driver frame(s); "
+                "held the last landmarks"
+            )
+        lines += [f"animate: note: {note}" for note in self.notes]
+        return "\n".join(lines)
+
+
+def animate_file(
+    head: TalkingHead,
+    person: Person,
+    driver: Path,
+    out: Path,
+    options: AnimateOptions = AnimateOptions(),
+    frames_dir: Path | None = None,
+    stream: bool = False,
+    progress: bool = True,
+) -> AnimateReport:
+    """Render ``person`` driven by ``driver`` into the H.264 video ``out`` (driver's fps/audio).
+
+    The video appears under its name only when complete; on any error nothing is left behind.
+    """
+    info = probe(driver)
+    times, start = StageTimes(), time.perf_counter()
+    frames = animate_frames(head, person, read_frames(driver), options, times, str(driver))
+    bar = tqdm(total=info.num_frames or None, unit="frame", desc="animate", disable=not progress)
+    with VideoWriter(out, info.fps, audio_from=driver if info.has_audio else None) as writer:
+        for index, frame in enumerate(frames):
+            encode_start = time.perf_counter()
+            writer.write(frame)
+            if frames_dir is not None:
+                _write_png(frames_dir / f"frame-{index:06d}.png", frame)
+            times.add("encode", time.perf_counter() - encode_start)
+            bar.update()
+            if stream:
+                bar.set_postfix(fps=f"{(index + 1) / (time.perf_counter() - start):.1f}")
+    bar.close()
+    return AnimateReport(
+        out, times.frames, info.fps, time.perf_counter() - start, times, list(head.notes)
+    )
+
+
+def _write_png(path: Path, frame: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(frame).save(tmp, format="PNG")
