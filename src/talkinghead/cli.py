@@ -214,6 +214,9 @@ def _add_source_args(p: argparse.ArgumentParser, person: bool) -> None:
     p.add_argument("--num-frames", type=_positive, default=8, help="shots from --source-video")
     p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
     p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: ~1.25x faster on CPU"
+    )
 
 
 def _add_finetune(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
@@ -230,7 +233,7 @@ def _add_finetune(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespa
 def _run_finetune(args: argparse.Namespace) -> int:
     from talkinghead.inference import jobs
 
-    head = jobs.load_model(args.model, args.device)
+    head = jobs.load_model(args.model, args.device, args.precision)
     person = jobs.personalize(
         head, args.source, args.source_video, args.num_frames, args.steps, not args.no_progress
     )
@@ -263,7 +266,7 @@ def _run_animate(args: argparse.Namespace) -> int:
     from talkinghead.inference.person import Person
     from talkinghead.inference.render import AnimateOptions
 
-    head = jobs.load_model(args.model, args.device)
+    head = jobs.load_model(args.model, args.device, args.precision)
     if args.person is not None:
         person = Person.load(args.person, head.model_hash)
     else:

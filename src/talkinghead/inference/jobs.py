@@ -22,9 +22,11 @@ from talkinghead.inference.render import AnimateOptions, StageTimes, animate_fra
 from talkinghead.video import VideoWriter, probe, read_frames, read_image
 
 
-def load_model(path: str | Path | None = None, device: str = "cpu") -> TalkingHead:
+def load_model(
+    path: str | Path | None = None, device: str = "cpu", precision: str = "fp32"
+) -> TalkingHead:
     """A model bundle by path, or the bundled default."""
-    return TalkingHead.from_checkpoint(path or assets.default_model_path(), device)
+    return TalkingHead.from_checkpoint(path or assets.default_model_path(), device, precision)
 
 
 def read_shots(

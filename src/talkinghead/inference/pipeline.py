@@ -34,18 +34,25 @@ from talkinghead.training.fine_tuning import FineTuneConfig, finetune
 class TalkingHead:
     """E, G and D of one bundle, in eval mode, with personalise and animate."""
 
-    def __init__(self, preset: Preset, models, model_hash: str, device: str = "cpu"):
-        self.preset, self.model_hash = preset, model_hash
+    def __init__(
+        self, preset: Preset, models, model_hash: str, device: str = "cpu", precision: str = "fp32"
+    ):
+        if precision not in ("fp32", "bf16"):
+            raise UserError(f"unknown precision {precision!r} (fp32 or bf16)")
+        self.preset, self.model_hash, self.precision = preset, model_hash, precision
         self.device = torch.device(device)
         self.embedder = models.embedder.to(self.device).eval()
-        self.generator = models.generator.to(self.device).eval()
+        # channels-last convolutions are ~15% faster on CPU (bench/models.py), 2x with bf16.
+        self.generator = models.generator.to(self.device, memory_format=torch.channels_last).eval()
         self.discriminator = models.discriminator.to(self.device).eval()
         self.image_size = preset.model.image_size
         self.notes: list[str] = []  # warnings for the caller to show (several faces, ...)
         self._fine_tuned: list[tuple[Person, torch.nn.Module]] = []
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> TalkingHead:
+    def from_checkpoint(
+        cls, path: str | Path, device: str = "cpu", precision: str = "fp32"
+    ) -> TalkingHead:
         """Load an exported bundle (``talkinghead export``); errors name the file."""
         path = Path(path)
         info = read_info(path)
@@ -63,7 +70,7 @@ class TalkingHead:
             preset,
         )
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return cls(preset, models, digest, device)
+        return cls(preset, models, digest, device, precision)
 
     @functools.cached_property
     def content_loss(self) -> torch.nn.Module:
@@ -170,7 +177,7 @@ class TalkingHead:
                 return generator
         generator = build_models(self.preset.model).generator
         generator.load_state_dict(person.generator_state)
-        generator = generator.to(self.device).eval()
+        generator = generator.to(self.device, memory_format=torch.channels_last).eval()
         self._fine_tuned = [(person, generator), *self._fine_tuned[:3]]
         return generator
 
@@ -180,9 +187,12 @@ class TalkingHead:
         generator = self._generator_for(person)
         psi = person.psi.to(self.device)[None]
         out = []
+        autocast = torch.autocast(self.device.type, torch.bfloat16, self.precision == "bf16")
         for start in range(0, len(landmarks), batch_size):
             drawn = draw_landmarks_batch(landmarks[start : start + batch_size], self.image_size)
-            images = generator(to_tensor(drawn).to(self.device), psi.expand(len(drawn), -1))
+            with autocast:
+                drawn = to_tensor(drawn).to(self.device, memory_format=torch.channels_last)
+                images = generator(drawn, psi.expand(len(drawn), -1))
             out.append(to_uint8(images))
         return (
             np.concatenate(out)
