@@ -115,6 +115,16 @@ class TalkingHead:
         if not 1 <= len(photos) <= 32:
             raise UserError(f"personalise needs 1 to 32 images, got {len(photos)}")
         crops = self.crop(photos, names)
+        return self.personalize_crops(crops, np.asarray(photos[0]), finetune_steps, progress)
+
+    def personalize_crops(
+        self,
+        crops: Sequence[FaceCrop],
+        photo: np.ndarray | None = None,
+        finetune_steps: int | None = 0,
+        progress: bool = True,
+    ) -> Person:
+        """A Person from face crops already cut (e.g. by ``prep`` or the evaluation)."""
         embedding = self.embed(crops)
         info: dict = {"num_shots": len(crops), "finetune_steps": 0}
         generator_state = None
@@ -142,8 +152,10 @@ class TalkingHead:
             psi=psi.cpu(),
             shots=np.stack([c.image for c in crops]),
             shot_landmarks=np.stack([c.landmarks for c in crops]),
-            photo=np.asarray(photos[0]),
-            photo_box=crops[0].box,
+            photo=crops[0].image if photo is None else photo,
+            photo_box=crops[0].box
+            if photo is not None
+            else np.array([0.0, 0, *crops[0].image.shape[:2]]),
             model_hash=self.model_hash,
             generator_state=generator_state,
             info=info,
