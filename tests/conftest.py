@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from talkinghead import assets, video
+
+# One thread per process: the test models are small, and on a shared 2-core machine a second
+# OpenMP thread waiting for a busy core made steps 20x slower. Subprocesses inherit it.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

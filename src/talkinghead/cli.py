@@ -298,7 +298,71 @@ def _run_animate(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = (_add_prep, _add_corpus, _add_train, _add_export, _add_finetune, _add_animate)
+def _add_eval(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("eval", help="the paper's protocol with baselines -> table, JSON, report")
+    p.add_argument("videos", nargs="*", type=Path, help="test videos (default: the sample clip)")
+    p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
+    p.add_argument("--shots", type=_positive, nargs="+", default=[1, 8, 32], help="T values")
+    p.add_argument("--holdout", type=_positive, default=32, help="hold-out frames per video")
+    p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: by T)")
+    p.add_argument("--no-finetune", action="store_true", help="feed-forward only")
+    p.add_argument("--out", type=Path, default=Path("out/eval"))
+    p.add_argument("--no-progress", action="store_true")
+    return _run_eval
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from talkinghead import assets
+    from talkinghead.evaluation.protocol import EvalConfig, evaluate
+    from talkinghead.evaluation.report import format_table, summarise, write_report
+    from talkinghead.evaluation.scoring import Scorer
+    from talkinghead.inference import jobs
+
+    head = jobs.load_model(args.model)
+    config = EvalConfig(
+        shots=tuple(args.shots),
+        num_holdout=args.holdout,
+        finetune=(False,) if args.no_finetune else (False, True),
+        finetune_steps=args.finetune_steps,
+    )
+    videos = args.videos or [assets.sample_clip_path()]
+    rows, timings = evaluate(head, videos, config, Scorer(), not args.no_progress)
+    paths = write_report(args.out, rows, timings, str(args.model or assets.default_model_path()))
+    print(format_table(summarise(rows)))
+    for name, seconds in timings.items():
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+        print(f"eval: {name}: {sum(seconds.values()):.1f} s ({parts})")
+    for name, path in paths.items():
+        print(f"eval: {name} -> {path}")
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("demo", help="the whole system on real faces with the bundled model")
+    p.add_argument("--out", type=Path, default=Path("out/demo"))
+    p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
+    p.add_argument("--finetune-steps", type=int, default=60, help="per personalisation")
+    p.add_argument("--no-progress", action="store_true")
+    return _run_demo
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from talkinghead.demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(args.out, args.model, args.finetune_steps, progress=not args.no_progress))
+    return 0
+
+
+COMMANDS = (
+    _add_prep,
+    _add_corpus,
+    _add_train,
+    _add_export,
+    _add_finetune,
+    _add_animate,
+    _add_eval,
+    _add_demo,
+)
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Callable]]:

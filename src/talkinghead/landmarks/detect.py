@@ -13,8 +13,9 @@ import numpy as np
 
 from talkinghead import assets
 
-# dlib's HOG detector finds faces down to about 80 px; frames smaller than this are upsampled.
-_SMALL_FRAME = 400
+# dlib's HOG detector finds faces down to about 80 px: small frames are upsampled (once below
+# 400 px, twice below 160 px, e.g. 64-128 px face crops).
+_SMALL_FRAME, _TINY_FRAME = 400, 160
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,9 @@ def _predictor() -> dlib.shape_predictor:
 
 
 def auto_upsample(image: np.ndarray) -> int:
-    """Detector upsampling for an image: 1 for small frames (e.g. 176x144), 0 otherwise."""
-    return 1 if max(image.shape[:2]) < _SMALL_FRAME else 0
+    """Detector upsampling for an image: 2 for crops, 1 for small frames (176x144), else 0."""
+    side = max(image.shape[:2])
+    return 2 if side < _TINY_FRAME else 1 if side < _SMALL_FRAME else 0
 
 
 def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = -1) -> list[Face]:

@@ -82,7 +82,9 @@ def finetune(
     e_new [embedding_dim]. The given modules are not modified.
     """
     frames, landmark_images, points = shots
-    g, d = copy.deepcopy(generator).train(), copy.deepcopy(discriminator).train()
+    # Training runs in the default layout (inference may hold G in channels-last).
+    g = copy.deepcopy(generator).to(memory_format=torch.contiguous_format).train()
+    d = copy.deepcopy(discriminator).train()
     with torch.no_grad():
         psi = nn.Parameter(g.project(embedding[None])[0].clone())  # psi' = P e_new
         w = nn.Parameter(d.condition(embedding[None])[0].clone())  # w' = w0 + e_new

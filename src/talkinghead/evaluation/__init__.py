@@ -1,0 +1,1 @@
+"""The paper's evaluation protocol (Sec. 4) and its baselines: ``talkinghead eval``."""
