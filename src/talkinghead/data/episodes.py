@@ -33,7 +33,8 @@ class Episode(NamedTuple):
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """uint8 [...,H,W,3] -> float [...,3,H,W] in [-1,1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).float().div_(127.5).sub_(1.0)
+    writable = np.require(images, requirements=["C", "W"])  # copies only read-only arrays
+    tensor = torch.from_numpy(writable).float().div_(127.5).sub_(1.0)
     return tensor.movedim(-1, -3)
 
 

@@ -1,0 +1,117 @@
+"""Evaluation: metric identities on real frames, agreement with scikit-image, a full run."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from talkinghead import assets
+from talkinghead.checkpoint import save_weights
+from talkinghead.config import preset as presets
+from talkinghead.evaluation import baselines
+from talkinghead.evaluation.protocol import EvalConfig, evaluate
+from talkinghead.evaluation.report import format_table, summarise, write_report
+from talkinghead.evaluation.scoring import Scorer, landmark_error, psnr, ssim
+from talkinghead.inference.pipeline import TalkingHead
+from talkinghead.landmarks import detect
+from talkinghead.models import build_models
+
+
+@pytest.fixture(scope="module")
+def scorer() -> Scorer:
+    return Scorer()
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer))
+
+
+def test_ssim_and_psnr_identities_and_agreement_with_skimage(clip_frames):
+    a, b, degraded = clip_frames[0], clip_frames[10], _jpeg(clip_frames[0], 20)
+    assert ssim(a[None], a[None]) == pytest.approx(1.0)
+    assert psnr(a[None], a[None]) == float("inf")
+    for x, y in ((a, b), (a, degraded)):
+        reference = structural_similarity(
+            x,
+            y,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=-1,
+            data_range=255,
+        )
+        assert ssim(x[None], y[None]) == pytest.approx(reference, abs=1e-6)
+        assert psnr(x[None], y[None]) == pytest.approx(
+            peak_signal_noise_ratio(x, y, data_range=255)
+        )
+    assert ssim(a[None], degraded[None]) > ssim(a[None], b[None])
+
+
+def _face(image: np.ndarray) -> np.ndarray:
+    return detect.predict_landmarks(image, detect.detect_faces(image)[0].box)
+
+
+def test_identity_scores_separate_people(scorer, clip_frames, astronaut):
+    frames = [clip_frames[0], clip_frames[60], astronaut]
+    descriptors = [scorer.descriptors(f[None], _face(f)[None]) for f in frames]
+    same = Scorer.identity_scores(descriptors[0], descriptors[1])
+    other = Scorer.identity_scores(descriptors[0], descriptors[2])
+    assert same["csim"] > other["csim"]
+    assert same["identity_distance"] < 0.6 < other["identity_distance"]
+
+
+def test_landmark_error_of_a_frame_with_itself_is_small(clip_frames):
+    frames = clip_frames[[0, 50]]
+    own = np.stack([_face(f) for f in frames])
+    error, misses = landmark_error(frames, own)
+    assert misses == 0 and error < 0.01
+    swapped, _ = landmark_error(frames, own[::-1].copy())
+    assert swapped > 5 * error
+
+
+def test_baselines_pick_the_nearest_shot_and_warp_onto_targets(clip_frames):
+    shots = clip_frames[[0, 60]]
+    landmarks = np.stack([_face(f) for f in shots])
+    assert baselines.nearest_shot(landmarks, landmarks[1] * 1.1 + 3) == 1  # scale/shift-free
+    copied = baselines.copy_nearest(shots, landmarks, landmarks[[1, 0]])
+    np.testing.assert_array_equal(copied, shots[[1, 0]])
+    warped = baselines.warp_nearest(shots, landmarks, landmarks[[0]])
+    assert np.abs(warped[0].astype(int) - shots[0]).mean() < 1.0  # identity warp
+
+
+def test_full_eval_on_the_tiny_model_produces_every_column(tmp_path, scorer):
+    preset = presets.load("tiny")
+    torch.manual_seed(0)
+    bundle = tmp_path / "tiny.safetensors"
+    save_weights(bundle, dict(build_models(preset.model)._asdict()), preset, half=True)
+    head = TalkingHead.from_checkpoint(bundle)
+    config = EvalConfig(shots=(1, 4), num_holdout=4, finetune_steps=2)
+    people: dict = {}
+    rows, timings = evaluate(head, [assets.sample_clip_path()], config, scorer, False, people)
+    summary = summarise(rows)
+    methods = {(r["method"], r["T"]) for r in summary}
+    for shots in (1, 4):
+        for method in ("nearest shot", "warp", "model (feed-forward)", "model (fine-tuned)"):
+            assert (method, shots) in methods
+    for row in summary:
+        assert 0 <= row["ssim"] <= 1 and row["psnr"] > 0 and -1 <= row["csim"] <= 1
+        assert row["identity_distance"] > 0 and 0 <= row["landmark_misses"] <= 1
+    warp = next(r for r in summary if r["method"] == "warp" and r["T"] == 4)
+    # 64 px crops are at the edge of what dlib detects; some frames are found.
+    assert warp["landmark_error"] is not None and warp["landmark_misses"] < 1.0
+    assert ("carphone_pristine", 4, True) in people
+    assert set(timings["carphone_pristine"]) >= {"fine-tune", "render", "metrics", "baselines"}
+    paths = write_report(tmp_path / "report", rows, timings, "tiny", np.zeros((8, 8, 3), np.uint8))
+    saved = json.loads(paths["json"].read_text())
+    assert saved["summary"] == json.loads(json.dumps(summary))
+    assert "| warp |" in paths["markdown"].read_text().replace("| self ", "")
+    assert Image.open(paths["plot"]).size[0] > 300
+    assert "identity_distance" in format_table(summary)
