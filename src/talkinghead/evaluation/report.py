@@ -109,44 +109,60 @@ def write_report(
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
 
 
-def plot_metrics(summary: list[dict], metrics=("ssim", "csim", "landmark_error")) -> Image.Image:
-    """Metric vs T for each self-reenactment method, one small panel per metric."""
-    panel_w, panel_h, margin = 260, 200, 36
-    image = Image.new("RGB", (panel_w * len(metrics), panel_h + 90), "white")
+def plot_lines(
+    series: dict[str, tuple[list[float], list[float]]], title: str, size=(320, 240)
+) -> Image.Image:
+    """A small line chart: ``series`` maps a name to (xs, ys); axes labelled with the ranges."""
+    width, height = size
+    image = Image.new("RGB", (width, height + 20 * len(series)), "white")
     draw = ImageDraw.Draw(image)
+    points = [(x, y) for xs, ys in series.values() for x, y in zip(xs, ys)]
+    if not points:
+        return image
+    (x_low, y_low), (x_high, y_high) = np.min(points, axis=0), np.max(points, axis=0)
+    x_high, y_high = max(x_high, x_low + 1e-9), max(y_high, y_low + 1e-9)
+    left, top, right, bottom = 48, 20, width - 10, height - 20
+    draw.rectangle([left, top, right, bottom], outline="black")
+    draw.text((left, 4), title, fill="black")
+    draw.text((2, top), f"{y_high:.3g}", fill="black")
+    draw.text((2, bottom - 10), f"{y_low:.3g}", fill="black")
+    draw.text((left, bottom + 4), f"{x_low:.4g}", fill="black")
+    draw.text((right - 40, bottom + 4), f"{x_high:.4g}", fill="black")
+
+    def place(x: float, y: float) -> tuple[float, float]:
+        return (
+            left + (x - x_low) / (x_high - x_low) * (right - left),
+            bottom - (y - y_low) / (y_high - y_low) * (bottom - top),
+        )
+
+    for index, (name, (xs, ys)) in enumerate(series.items()):
+        colour = COLOURS[index % len(COLOURS)]
+        line = [place(x, y) for x, y in zip(xs, ys)]
+        if len(line) > 1:
+            draw.line(line, fill=colour, width=2)
+        for x, y in line if len(line) < 12 else []:
+            draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
+        draw.rectangle([10, height + 20 * index + 4, 20, height + 20 * index + 14], fill=colour)
+        draw.text((26, height + 20 * index + 3), name, fill="black")
+    return image
+
+
+def plot_metrics(summary: list[dict], metrics=("ssim", "csim", "landmark_error")) -> Image.Image:
+    """Metric vs T for each self-reenactment method, one panel per metric, side by side."""
     rows = [r for r in summary if r["protocol"] == "self"]
-    methods = sorted({r["method"] for r in rows})
-    for index, metric in enumerate(metrics):
-        x0 = index * panel_w + margin
-        values = [r[metric] for r in rows if r.get(metric) is not None]
-        shots = sorted({r["T"] for r in rows})
-        if not values or not shots:
-            continue
-        low, high = min(values), max(values)
-        high = high if high > low else low + 1e-6
-        draw.rectangle([x0, 20, x0 + panel_w - margin - 10, panel_h], outline="black")
-        draw.text((x0, 4), f"{metric} vs T", fill="black")
-        width = panel_w - margin - 30
-
-        def point(t, v, x0=x0, low=low, high=high, shots=shots, width=width):
-            position = shots.index(t) / max(len(shots) - 1, 1)
-            return (x0 + 10 + position * width, panel_h - 10 - (v - low) / (high - low) * 160)
-
-        for t in shots:
-            draw.text((point(t, low)[0] - 4, panel_h + 4), str(t), fill="black")
-        draw.text((x0 - margin + 2, 24), f"{high:.3g}", fill="black")
-        draw.text((x0 - margin + 2, panel_h - 14), f"{low:.3g}", fill="black")
-        for colour, method in zip(COLOURS, methods):
-            line = [
-                point(r["T"], r[metric])
+    panels = []
+    for metric in metrics:
+        series = {}
+        for method in sorted({r["method"] for r in rows}):
+            chosen = sorted(
+                (r["T"], r[metric])
                 for r in rows
                 if r["method"] == method and r.get(metric) is not None
-            ]
-            if len(line) > 1:
-                draw.line(line, fill=colour, width=2)
-            for x, y in line:
-                draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour)
-    for i, (colour, method) in enumerate(zip(COLOURS, methods)):
-        draw.rectangle([10 + 190 * i, panel_h + 30, 20 + 190 * i, panel_h + 40], fill=colour)
-        draw.text((24 + 190 * i, panel_h + 29), method, fill="black")
+            )
+            series[method] = ([t for t, _ in chosen], [v for _, v in chosen])
+        panels.append(plot_lines(series, f"{metric} vs T"))
+    width = sum(p.width for p in panels)
+    image = Image.new("RGB", (width, max(p.height for p in panels)), "white")
+    for index, panel in enumerate(panels):
+        image.paste(panel, (index * panels[0].width, 0))
     return image
