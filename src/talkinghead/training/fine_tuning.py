@@ -26,8 +26,11 @@ from talkinghead.models import Discriminator, Generator
 class FineTuneConfig:
     steps: int | None = None  # None: default_steps(num_shots)
     batch_size: int = 2  # shots per step (drawn at random when T is larger)
-    lr_generator: float = 5e-5  # the meta-learning rates (paper)
-    lr_discriminator: float = 2e-4
+    # The paper gives no fine-tuning rates. Meta-learning's (5e-5 / 2e-4) barely move G in a
+    # CPU budget: on the sample clip (T=8, 60 steps, small-128) hold-out SSIM was 0.26 at 5e-5,
+    # 0.39 at 3e-4 and 0.42 at 1e-3. 5e-4 keeps a margin for the longer default schedules.
+    lr_generator: float = 5e-4
+    lr_discriminator: float = 2e-3
     beta1: float = 0.0
     beta2: float = 0.999
     patience: int = 40  # early stop: steps without a 1% better smoothed content loss
