@@ -115,3 +115,40 @@ def test_full_eval_on_the_tiny_model_produces_every_column(tmp_path, scorer):
     assert "| warp |" in paths["markdown"].read_text().replace("| self ", "")
     assert Image.open(paths["plot"]).size[0] > 300
     assert "identity_distance" in format_table(summary)
+
+
+def test_frechet_distance_identities():
+    from talkinghead.evaluation.frechet import frechet_distance
+
+    mu, sigma = np.zeros(3), np.diag([1.0, 2.0, 3.0])
+    assert frechet_distance(mu, sigma, mu, sigma) == pytest.approx(0.0, abs=1e-9)
+    # Diagonal covariances: |dmu|^2 + sum (sqrt(a) - sqrt(b))^2.
+    other = np.diag([4.0, 2.0, 1.0])
+    expected = 1.0 + (1 - 2) ** 2 + 0 + (np.sqrt(3) - 1) ** 2
+    assert frechet_distance(mu, sigma, mu + [1, 0, 0], other) == pytest.approx(expected)
+
+
+def test_fid_path_with_weights_in_the_standard_format(tmp_path, clip_frames, monkeypatch):
+    from talkinghead.errors import UserError
+    from talkinghead.evaluation.frechet import fid
+    from talkinghead.pretrained.inception import FIDInception, load_fid_inception
+
+    torch.manual_seed(0)
+    network = FIDInception()
+    path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(network.state_dict(), path)
+    loaded = load_fid_inception(path)
+    frames = clip_frames[[0, 30, 60]]
+    with torch.no_grad():
+        torch.testing.assert_close(
+            loaded(torch.zeros(1, 3, 64, 64)), network.eval()(torch.zeros(1, 3, 64, 64))
+        )
+    monkeypatch.setenv("TALKINGHEAD_WEIGHTS", str(tmp_path))
+    from_folder = load_fid_inception()
+    assert fid(frames, frames, from_folder) == pytest.approx(0.0, abs=1e-3)
+    assert fid(frames, clip_frames[[90, 100, 110]][:, ::-1], from_folder) > 0
+    state = network.state_dict()
+    state.pop("Mixed_7c.branch_pool.conv.weight")
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(UserError, match=r"broken.pth: not the FID Inception weights"):
+        load_fid_inception(tmp_path / "broken.pth")

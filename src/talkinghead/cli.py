@@ -306,6 +306,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--holdout", type=_positive, default=32, help="hold-out frames per video")
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: by T)")
     p.add_argument("--no-finetune", action="store_true", help="feed-forward only")
+    p.add_argument("--fid-weights", type=Path, help="pt_inception-2015-12-05-6726825d.pth")
     p.add_argument("--out", type=Path, default=Path("out/eval"))
     p.add_argument("--no-progress", action="store_true")
     return _run_eval
@@ -326,7 +327,13 @@ def _run_eval(args: argparse.Namespace) -> int:
         finetune_steps=args.finetune_steps,
     )
     videos = args.videos or [assets.sample_clip_path()]
-    rows, timings = evaluate(head, videos, config, Scorer(), not args.no_progress)
+    fid_network = None
+    if args.fid_weights is not None:
+        from talkinghead.pretrained.inception import load_fid_inception
+
+        fid_network = load_fid_inception(args.fid_weights)
+    scorer = Scorer(fid_network=fid_network)
+    rows, timings = evaluate(head, videos, config, scorer, not args.no_progress)
     paths = write_report(args.out, rows, timings, str(args.model or assets.default_model_path()))
     print(format_table(summarise(rows)))
     for name, seconds in timings.items():

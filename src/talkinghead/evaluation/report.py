@@ -11,8 +11,16 @@ from PIL import Image, ImageDraw
 
 from talkinghead.fileio import atomic_write_text
 
-METRIC_COLUMNS = ("ssim", "psnr", "csim", "identity_distance", "landmark_error", "landmark_misses")
-HIGHER_IS_BETTER = {"ssim": True, "psnr": True, "csim": True, "landmark_error": False}
+METRIC_COLUMNS = (
+    "fid",  # only with the user's FID Inception weights
+    "ssim",
+    "psnr",
+    "csim",
+    "identity_distance",
+    "identity_frechet",  # Frechet distance on identity descriptors: not FID
+    "landmark_error",
+    "landmark_misses",
+)
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -57,6 +65,8 @@ def markdown(summary: list[dict], timings: dict, model: str) -> str:
         "shots, landmark error against the motion targets. SSIM/PSNR on the face crop; CSIM = "
         "cosine of dlib face descriptors (not centred: any two faces score ~0.8, so compare "
         "rows); identity distance = their euclidean distance (dlib: same person below 0.6); "
+        "identity_frechet = Frechet distance between the descriptor sets (not FID); FID only "
+        "with the user's Inception weights; "
         "landmark error normalised by the inter-ocular "
         "distance (misses: frames where no face was found on the result).",
         "",

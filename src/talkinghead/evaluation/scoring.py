@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from talkinghead.data.episodes import to_tensor
+from talkinghead.evaluation import frechet
 from talkinghead.landmarks import detect
 from talkinghead.models.face_identity import FaceIdentityNet, extract_face_chips
 
@@ -18,8 +19,9 @@ INTER_OCULAR = (36, 45)  # outer eye corners (iBUG)
 class Scorer:
     """SSIM, PSNR, CSIM and landmark error; the identity network is loaded once."""
 
-    def __init__(self, identity: FaceIdentityNet | None = None):
+    def __init__(self, identity: FaceIdentityNet | None = None, fid_network=None):
         self.identity = identity or FaceIdentityNet.from_dlib_file()
+        self.fid_network = fid_network  # FID Inception (user-provided weights) or None
 
     @torch.no_grad()
     def descriptors(self, frames: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
@@ -41,13 +43,20 @@ class Scorer:
     def self_reenactment(self, generated, real, targets) -> dict:
         error, misses = landmark_error(generated, targets)
         fake, true = self.descriptors(generated, targets), self.descriptors(real, targets)
-        return {
+        scores = {
             "ssim": ssim(generated, real),
             "psnr": psnr(generated, real),
             **self.identity_scores(fake, true),
+            # Frechet distance on identity descriptors: NOT FID (other features, 128-d).
+            "identity_frechet": frechet.frechet_distance(
+                *frechet.statistics(fake.numpy()), *frechet.statistics(true.numpy())
+            ),
             "landmark_error": error,
             "landmark_misses": misses,
         }
+        if self.fid_network is not None:
+            scores["fid"] = frechet.fid(real, generated, self.fid_network)
+        return scores
 
     def cross_identity(self, generated, shots, shot_landmarks, targets) -> dict:
         """Identity against the mean descriptor of the source shots; motion against targets."""
