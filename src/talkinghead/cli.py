@@ -360,6 +360,24 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_web(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser("web", help="the local web demo (Gradio)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    p.add_argument("--port", type=_positive, default=7860)
+    p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
+    p.add_argument("--max-upload-mb", type=_positive, default=20)
+    p.add_argument("--max-video-seconds", type=float, default=30.0)
+    return _run_web
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    from talkinghead.web.app import WebConfig, serve
+
+    config = WebConfig(args.model, args.max_upload_mb, args.max_video_seconds)
+    serve(args.host, args.port, config)
+    return 0
+
+
 COMMANDS = (
     _add_prep,
     _add_corpus,
@@ -369,6 +387,7 @@ COMMANDS = (
     _add_animate,
     _add_eval,
     _add_demo,
+    _add_web,
 )
 
 
