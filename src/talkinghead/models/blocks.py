@@ -209,3 +209,19 @@ class ResidualStack(nn.Module):
             x = layer(x, params)
             outputs.append(x)
         return outputs
+
+
+def frame_landmark_path(
+    channels: tuple[int, ...], image_size: int, attention_resolutions: tuple[int, ...]
+) -> ResidualStack:
+    """The downsampling path shared by E and D's V: frame + landmark image (6 channels) in,
+    no normalisation, self-attention where configured (paper, Sec. 3.2)."""
+    return ResidualStack(
+        6,
+        channels,
+        input_size=image_size,
+        resample="down",
+        norm="none",
+        attention_resolutions=attention_resolutions,
+        first_preactivation=False,
+    )

@@ -9,9 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.config.model import DiscriminatorConfig
-from talkinghead.models.blocks import ResidualStack
-
-IMAGE_CHANNELS = 3
+from talkinghead.models.blocks import ResidualStack, frame_landmark_path
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -33,15 +31,7 @@ class Discriminator(nn.Module):
         if config.channels[-1] != embedding_dim:
             raise ValueError(f"last channel {config.channels[-1]} != embedding_dim {embedding_dim}")
         self.embedding_dim = embedding_dim
-        self.blocks = ResidualStack(
-            2 * IMAGE_CHANNELS,
-            config.channels,
-            input_size=image_size,
-            resample="down",
-            norm="none",
-            attention_resolutions=config.attention_resolutions,
-            first_preactivation=False,
-        )
+        self.blocks = frame_landmark_path(config.channels, image_size, config.attention_resolutions)
         self.extra_blocks = ResidualStack(
             embedding_dim,
             (embedding_dim,) * config.num_extra_blocks,

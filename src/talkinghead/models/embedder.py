@@ -7,9 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.config.model import EmbedderConfig
-from talkinghead.models.blocks import ResidualStack
-
-IMAGE_CHANNELS = 3
+from talkinghead.models.blocks import frame_landmark_path
 
 
 class Embedder(nn.Module):
@@ -26,15 +24,7 @@ class Embedder(nn.Module):
             raise ValueError(f"last channel {config.channels[-1]} != embedding_dim {embedding_dim}")
         self.image_size = image_size
         self.embedding_dim = embedding_dim
-        self.blocks = ResidualStack(
-            2 * IMAGE_CHANNELS,
-            config.channels,
-            input_size=image_size,
-            resample="down",
-            norm="none",
-            attention_resolutions=config.attention_resolutions,
-            first_preactivation=False,
-        )
+        self.blocks = frame_landmark_path(config.channels, image_size, config.attention_resolutions)
 
     def forward(self, frames: Tensor, landmark_images: Tensor) -> Tensor:
         """``[N,3,H,W]``, ``[N,3,H,W]`` in [-1,1] -> per-frame embedding ``[N,embedding_dim]``."""
