@@ -152,3 +152,28 @@ def test_fid_path_with_weights_in_the_standard_format(tmp_path, clip_frames, mon
     torch.save(state, tmp_path / "broken.pth")
     with pytest.raises(UserError, match=r"broken.pth: not the FID Inception weights"):
         load_fid_inception(tmp_path / "broken.pth")
+
+
+def test_lpips_loads_the_standard_files_and_is_zero_for_identical_images(tmp_path, clip_frames):
+    from talkinghead.data.episodes import to_tensor
+    from talkinghead.errors import UserError
+    from talkinghead.pretrained.lpips import LPIPS, LPIPS_CHANNELS, load_lpips
+
+    torch.manual_seed(0)
+    reference = LPIPS()
+    # torchvision's VGG16 keys are features.N.*, exactly the trunk's own.
+    torch.save(reference.trunk.state_dict(), tmp_path / "vgg16-397923af.pth")
+    linear = {
+        f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(LPIPS_CHANNELS)
+    }
+    torch.save(linear, tmp_path / "vgg.pth")
+    model = load_lpips(tmp_path / "vgg16-397923af.pth", tmp_path / "vgg.pth")
+    x = to_tensor(clip_frames[[0, 40]][:, :64, :64])
+    y = to_tensor(clip_frames[[80, 40]][:, :64, :64])
+    with torch.no_grad():
+        distances = model(x, y)
+    assert distances[1] == pytest.approx(0.0, abs=1e-6) and distances[0] > 0
+    linear.pop("lin4.model.1.weight")
+    torch.save(linear, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match=r"bad.pth: not the LPIPS linear layers"):
+        load_lpips(tmp_path / "vgg16-397923af.pth", tmp_path / "bad.pth")

@@ -307,6 +307,8 @@ def _add_eval(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--finetune-steps", type=int, help="fine-tuning steps (default: by T)")
     p.add_argument("--no-finetune", action="store_true", help="feed-forward only")
     p.add_argument("--fid-weights", type=Path, help="pt_inception-2015-12-05-6726825d.pth")
+    p.add_argument("--lpips-vgg16", type=Path, help="torchvision vgg16-397923af.pth (LPIPS)")
+    p.add_argument("--lpips-linear", type=Path, help="the lpips package's vgg.pth (LPIPS)")
     p.add_argument("--out", type=Path, default=Path("out/eval"))
     p.add_argument("--no-progress", action="store_true")
     return _run_eval
@@ -332,7 +334,12 @@ def _run_eval(args: argparse.Namespace) -> int:
         from talkinghead.pretrained.inception import load_fid_inception
 
         fid_network = load_fid_inception(args.fid_weights)
-    scorer = Scorer(fid_network=fid_network)
+    lpips = None
+    if args.lpips_vgg16 is not None or args.lpips_linear is not None:
+        from talkinghead.pretrained.lpips import load_lpips
+
+        lpips = load_lpips(args.lpips_vgg16, args.lpips_linear)
+    scorer = Scorer(fid_network=fid_network, lpips=lpips)
     rows, timings = evaluate(head, videos, config, scorer, not args.no_progress)
     paths = write_report(args.out, rows, timings, str(args.model or assets.default_model_path()))
     print(format_table(summarise(rows)))

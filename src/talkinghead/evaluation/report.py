@@ -13,6 +13,7 @@ from talkinghead.fileio import atomic_write_text
 
 METRIC_COLUMNS = (
     "fid",  # only with the user's FID Inception weights
+    "lpips",  # only with the user's VGG16 + LPIPS weights
     "ssim",
     "psnr",
     "csim",

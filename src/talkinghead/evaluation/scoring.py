@@ -19,9 +19,10 @@ INTER_OCULAR = (36, 45)  # outer eye corners (iBUG)
 class Scorer:
     """SSIM, PSNR, CSIM and landmark error; the identity network is loaded once."""
 
-    def __init__(self, identity: FaceIdentityNet | None = None, fid_network=None):
+    def __init__(self, identity: FaceIdentityNet | None = None, fid_network=None, lpips=None):
         self.identity = identity or FaceIdentityNet.from_dlib_file()
         self.fid_network = fid_network  # FID Inception (user-provided weights) or None
+        self.lpips = lpips  # LPIPS-VGG (user-provided weights) or None
 
     @torch.no_grad()
     def descriptors(self, frames: np.ndarray, landmarks: np.ndarray) -> torch.Tensor:
@@ -56,6 +57,10 @@ class Scorer:
         }
         if self.fid_network is not None:
             scores["fid"] = frechet.fid(real, generated, self.fid_network)
+        if self.lpips is not None:
+            with torch.no_grad():
+                distances = self.lpips(to_tensor(generated), to_tensor(real))
+            scores["lpips"] = float(distances.mean())
         return scores
 
     def cross_identity(self, generated, shots, shot_landmarks, targets) -> dict:
