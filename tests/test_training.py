@@ -220,3 +220,5 @@ def test_export_writes_an_inference_bundle_without_w(dataset, tmp_path):
         assert not any("video_embeddings" in key for key in handle.keys())  # noqa: SIM118
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2] and "g/total" in log[0]
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert list((tmp_path / "run" / "samples").glob("step-*.png"))  # landmarks|target|generated
