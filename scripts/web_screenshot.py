@@ -11,9 +11,8 @@ import sys
 import time
 import urllib.request
 
+from PIL import Image
 from playwright.sync_api import sync_playwright
-
-from talkinghead import assets
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 
@@ -38,13 +37,24 @@ def main() -> None:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             page = browser.new_page(viewport={"width": 1100, "height": 820})
             page.goto(url)
-            page.locator("input[type=file]").nth(0).set_input_files(str(assets.astronaut_path()))
-            page.get_by_label("use the sample clip as the driver").check()
-            page.get_by_label("side by side (driver | landmarks | result)").check()
+            page.locator("#example tr.tr-body").click()  # astronaut + sample clip
+            page.locator("#driver video").first.wait_for()
+            page.get_by_label("side by side: driver | landmarks | result").check()
             page.locator("#run").click()
-            page.locator("#result video").wait_for(timeout=600_000)
+            page.wait_for_function(
+                "() => { const v = document.querySelector('#result video');"
+                " return v && v.readyState >= 2; }",
+                timeout=600_000,
+            )
+            page.evaluate(
+                "() => { const v = document.querySelector('#result video');"
+                " v.pause(); v.currentTime = 2.0; }"
+            )
             page.wait_for_timeout(1500)
             page.screenshot(path=args.out, full_page=True)
+            # A 256-colour palette keeps the PNG small for the repository (~140 KB).
+            image = Image.open(args.out).convert("RGB")
+            image.quantize(256, dither=Image.Dither.NONE).save(args.out, optimize=True)
             browser.close()
     finally:
         server.terminate()
