@@ -3,10 +3,11 @@
     .venv/bin/python bench/animate.py [--presets tiny small-128 paper-256] [--reps 3]
 
 Stages per frame: decode (PyAV), landmarks (dlib detect every 5 frames + track), render
-(rasterise + G), compose, encode (H.264). Weights are random (speed does not depend on them),
-the person is the astronaut photo, the driver the 120-frame carphone clip. Reported: medians
-over reps, and each configuration's frame rate as a ratio of plain decoding measured in the same
-run. Target (issue): small-128 >= 25 frames/s end to end on 2 CPU cores.
+(rasterise + G), compose, mark (watermark; the file's tags and C2PA manifest), encode (H.264).
+Weights are random (speed does not depend on them), the person is the astronaut photo, the
+driver the 120-frame carphone clip. Reported: medians over reps, and each configuration's frame
+rate as a ratio of plain decoding measured in the same run. Target (issue): small-128 >= 25
+frames/s end to end on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.inference.render import AnimateOptions
 from talkinghead.models import build_models
 
-STAGES = ("decode", "landmarks", "render", "compose", "encode")
+STAGES = ("decode", "landmarks", "render", "compose", "mark", "encode")
 
 
 def decode_rate(reps: int) -> float:

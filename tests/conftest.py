@@ -1,4 +1,5 @@
-"""Shared fixtures: real media from installed packages (never copies in the repo)."""
+"""Shared fixtures: real media from installed packages (never copies in the repo), a tiny model
+bundle, and signing keys kept out of the user's config."""
 
 from __future__ import annotations
 
@@ -10,11 +11,32 @@ import pytest
 import torch
 
 from talkinghead import assets, video
+from talkinghead.checkpoint import save_weights
+from talkinghead.config import preset as presets
+from talkinghead.inference.person import Person
+from talkinghead.inference.pipeline import TalkingHead
+from talkinghead.models import build_models
 
 # One thread per process: the test models are small, and on a shared 2-core machine a second
 # OpenMP thread waiting for a busy core made steps 20x slower. Subprocesses inherit it.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _c2pa_keys_in_tmp(tmp_path_factory):
+    """Every output is signed: the local signer's keys go to a temporary folder (the one
+    tests/test_provenance.py uses), never to the user's config; no user certificate is used.
+    Set in os.environ, so CLI and web-server subprocesses inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TALKINGHEAD_C2PA_DIR", str(tmp_path_factory.getbasetemp() / "c2pa"))
+        for name in (
+            "TALKINGHEAD_C2PA_CERT",
+            "TALKINGHEAD_C2PA_KEY",
+            "TALKINGHEAD_C2PA_TRUST_ANCHORS",
+        ):
+            patch.delenv(name, raising=False)
+        yield
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +64,24 @@ def short_videos(tmp_path_factory, clip_frames) -> Path:
             for frame in clip_frames[i * 20 : (i + 1) * 20]:
                 writer.write(frame)
     return folder
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A tiny model bundle (untrained, seeded), in the format `talkinghead export` writes."""
+    preset = presets.load("tiny")
+    torch.manual_seed(0)
+    models = build_models(preset.model)
+    path = tmp_path_factory.mktemp("bundle") / "tiny.safetensors"
+    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def head(bundle) -> TalkingHead:
+    return TalkingHead.from_checkpoint(bundle)
+
+
+@pytest.fixture(scope="module")
+def person(head, astronaut) -> Person:
+    return head.personalize([astronaut], finetune_steps=0, progress=False)

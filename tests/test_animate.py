@@ -13,38 +13,13 @@ import pytest
 import torch
 
 from talkinghead import assets, video
-from talkinghead.checkpoint import save_weights
-from talkinghead.config import preset as presets
 from talkinghead.inference import jobs
 from talkinghead.inference.compose import face_mask, paste_back
 from talkinghead.inference.person import Person
-from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.inference.render import AnimateOptions
-from talkinghead.models import build_models
 from talkinghead.training.fine_tuning import FineTuneConfig, default_steps, finetune
 
 CLI = [sys.executable, "-m", "talkinghead.cli"]
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    """A tiny model bundle (untrained, seeded), in the format `talkinghead export` writes."""
-    preset = presets.load("tiny")
-    torch.manual_seed(0)
-    models = build_models(preset.model)
-    path = tmp_path_factory.mktemp("bundle") / "tiny.safetensors"
-    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
-    return path
-
-
-@pytest.fixture(scope="module")
-def head(bundle) -> TalkingHead:
-    return TalkingHead.from_checkpoint(bundle)
-
-
-@pytest.fixture(scope="module")
-def person(head, astronaut) -> Person:
-    return head.personalize([astronaut], finetune_steps=0, progress=False)
 
 
 def test_personalise_from_photo_and_clip_frames(head, astronaut, clip_frames, person):

@@ -21,6 +21,7 @@ from talkinghead.evaluation.scoring import Scorer, landmark_error, psnr, ssim
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.landmarks import detect
 from talkinghead.models import build_models
+from talkinghead.provenance import OutputMark, verify_file
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,11 @@ def test_full_eval_on_the_tiny_model_produces_every_column(tmp_path, scorer):
     assert warp["landmark_error"] is not None and warp["landmark_misses"] < 1.0
     assert ("carphone_pristine", 4, True) in people
     assert set(timings["carphone_pristine"]) >= {"fine-tune", "render", "metrics", "baselines"}
-    paths = write_report(tmp_path / "report", rows, timings, "tiny", np.zeros((8, 8, 3), np.uint8))
+    grid, mark = np.zeros((8, 8, 3), np.uint8), OutputMark.new(head.model_hash, "evaluation grid")
+    paths = write_report(tmp_path / "report", rows, timings, "tiny", grid, mark)
+    labelled = verify_file(paths["frames"])  # generated frames: labelled; the chart is not
+    assert labelled.manifest.signature_ok and labelled.tags["motion_mode"] == "evaluation grid"
+    assert verify_file(paths["plot"]).tags is None
     saved = json.loads(paths["json"].read_text())
     assert saved["summary"] == json.loads(json.dumps(summary))
     assert "| warp |" in paths["markdown"].read_text().replace("| self ", "")

@@ -1,5 +1,6 @@
-"""Dependencies flow one way: config -> landmarks/data/models/losses -> training/inference ->
-cli/web. Models never import training; nothing imports the CLI or the web app."""
+"""Dependencies flow one way: config -> landmarks/data/models/losses/provenance ->
+training/inference -> cli/web. Models never import training; provenance (marking outputs as
+synthetic) needs only video/fileio/errors; nothing imports the CLI or the web app."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "talkinghead"
-LOWER = ("config", "landmarks", "data", "models", "losses", "pretrained")
+LOWER = ("config", "landmarks", "data", "models", "losses", "pretrained", "provenance")
 UPPER = ("training", "inference", "evaluation", "demo", "cli", "web")
 
 

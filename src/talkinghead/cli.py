@@ -11,9 +11,13 @@ import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from talkinghead import __version__
 from talkinghead.errors import UserError
+
+if TYPE_CHECKING:  # imported where used: the CLI starts without torch
+    from talkinghead.provenance import MarkingOptions
 
 
 class _Parser(argparse.ArgumentParser):
@@ -219,6 +223,47 @@ def _add_source_args(p: argparse.ArgumentParser, person: bool) -> None:
     )
 
 
+def _add_marking_args(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("provenance: every output is marked as synthetic")
+    group.add_argument(
+        "--no-watermark",
+        action="store_true",
+        help="turn off provenance marking (watermark, tags, C2PA); prints a warning",
+    )
+    group.add_argument(
+        "--c2pa-cert",
+        type=Path,
+        metavar="PEM",
+        help="sign the C2PA manifest with this certificate chain, signing certificate first "
+        "(default: $TALKINGHEAD_C2PA_CERT, else a local, unverified certificate)",
+    )
+    group.add_argument(
+        "--c2pa-key",
+        type=Path,
+        metavar="PEM",
+        help="the certificate's private key (default: $TALKINGHEAD_C2PA_KEY)",
+    )
+
+
+def _marking(args: argparse.Namespace) -> MarkingOptions:
+    """The marking options; checked before any work, so a bad certificate costs no render."""
+    from talkinghead.provenance import MarkingOptions, SigningConfig, warn_unmarked
+
+    if (args.c2pa_cert is None) != (args.c2pa_key is None):
+        raise UserError("give both --c2pa-cert and --c2pa-key, or neither")
+    if args.no_watermark:
+        warn_unmarked()
+        return MarkingOptions(enabled=False)
+    if args.c2pa_cert is None:
+        signing = SigningConfig.from_env()
+    else:
+        signing = SigningConfig(args.c2pa_cert, args.c2pa_key)
+    for path in (signing.cert_chain, signing.private_key):
+        if path is not None and not path.is_file():
+            raise UserError(f"{path}: no such file (C2PA certificate or key)")
+    return MarkingOptions(signing=signing)
+
+
 def _add_finetune(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     p = sub.add_parser("finetune", help="personalise the model on photos -> a person file")
     _add_source_args(p, person=False)
@@ -258,6 +303,7 @@ def _add_animate(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespac
     p.add_argument("--stream", action="store_true", help="render as decoded, batch 1, live fps")
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--no-progress", action="store_true")
+    _add_marking_args(p)
     return _run_animate
 
 
@@ -266,6 +312,7 @@ def _run_animate(args: argparse.Namespace) -> int:
     from talkinghead.inference.person import Person
     from talkinghead.inference.render import AnimateOptions
 
+    marking = _marking(args)
     head = jobs.load_model(args.model, args.device, args.precision)
     if args.person is not None:
         person = Person.load(args.person, head.model_hash)
@@ -293,6 +340,7 @@ def _run_animate(args: argparse.Namespace) -> int:
         args.frames_dir,
         args.stream,
         not args.no_progress,
+        marking,
     )
     print(report)
     return 0
@@ -357,14 +405,41 @@ def _add_demo(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--model", type=Path, help="model bundle (default: the bundled one)")
     p.add_argument("--finetune-steps", type=int, default=60, help="per personalisation")
     p.add_argument("--no-progress", action="store_true")
+    _add_marking_args(p)
     return _run_demo
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from talkinghead.demo import DemoConfig, run_demo
 
-    run_demo(DemoConfig(args.out, args.model, args.finetune_steps, progress=not args.no_progress))
+    marking = _marking(args)
+    config = DemoConfig(
+        args.out, args.model, args.finetune_steps, progress=not args.no_progress, marking=marking
+    )
+    run_demo(config)
     return 0
+
+
+def _add_verify(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "verify",
+        help="is a video or picture marked as made by talkinghead?",
+        description="Check each file for the three marks talkinghead puts on its outputs: the "
+        "C2PA manifest (and whether its signature is valid), the container tags, and the "
+        "invisible watermark in the pixels (which survives re-encoding that strips metadata). "
+        "Exit code 1: some file is marked as synthetic; 0: none is; 2: a file is missing or "
+        "not a video or picture. TALKINGHEAD_C2PA_TRUST_ANCHORS: a PEM file of extra trusted "
+        "root certificates.",
+    )
+    p.add_argument("files", nargs="+", type=Path, help="videos (MP4...) or pictures (PNG, JPEG...)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    return _run_verify
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    from talkinghead.provenance import main_verify
+
+    return main_verify(args.files, args.json)
 
 
 def _add_web(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
@@ -394,6 +469,7 @@ COMMANDS = (
     _add_animate,
     _add_eval,
     _add_demo,
+    _add_verify,
     _add_web,
 )
 

@@ -6,6 +6,9 @@
 2. Re-enact the clip's person (fine-tuned on the 8 shots) from the whole clip's landmarks.
 3. Personalise on the astronaut photo and animate it with the clip's motion (relative motion).
 4. Write the videos, the side-by-side comparisons and the report; print where they are.
+
+Every video and the report's frames are marked as synthetic (watermark, tags, signed C2PA
+manifest) unless ``DemoConfig.marking`` opts out.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from talkinghead.evaluation.scoring import Scorer
 from talkinghead.inference import jobs
 from talkinghead.inference.render import AnimateOptions
 from talkinghead.landmarks.rasterize import draw_landmarks
+from talkinghead.provenance import MarkingOptions, OutputMark
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class DemoConfig:
     finetune_steps: int | None = 60  # CPU budget; None = the paper-like default (~150 at T=8)
     num_shots: int = 8
     progress: bool = True
+    marking: MarkingOptions = MarkingOptions()
 
 
 def run_demo(config: DemoConfig, log=print) -> dict[str, Path]:
@@ -49,12 +54,18 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Path]:
     person = people[(test_video.name, config.num_shots, True)]
 
     # 2. The clip's person re-rendered from every frame's landmarks: real | generated.
-    outputs = {"clip person (real | generated)": config.out / "clip_person_reenacted.mp4"}
+    reenacted = config.out / "clip_person_reenacted.mp4"
+    outputs = {"clip person (real | generated)": reenacted}
     landmarks = np.stack([c.landmarks for c in test_video.crops])
     frames = head.render(person, landmarks)
-    with video.VideoWriter(outputs["clip person (real | generated)"], video.probe(clip).fps) as w:
+    fps = video.probe(clip).fps
+    mark = OutputMark.new(
+        head.model_hash, "self-reenactment (real | generated)", config.marking, fps
+    )
+    with video.VideoWriter(reenacted, fps, metadata=mark.tags()) as w:
         for crop, frame in zip(test_video.crops, frames):
-            w.write(np.concatenate([crop.image, frame], axis=1))
+            w.write(mark.frame(np.concatenate([crop.image, frame], axis=1)))
+    notes = [jobs.finish_output(mark, reenacted)]
 
     # 3. The astronaut driven by the clip (relative motion keeps her face shape).
     astronaut = head.personalize(
@@ -66,16 +77,21 @@ def run_demo(config: DemoConfig, log=print) -> dict[str, Path]:
         ("astronaut pasted back", AnimateOptions(paste_back=True)),
     ):
         target = config.out / f"{label.replace(' ', '_')}.mp4"
-        outputs[label] = jobs.animate_file(
-            head, astronaut, clip, target, options, progress=config.progress
-        ).out
+        report = jobs.animate_file(
+            head, astronaut, clip, target, options, progress=config.progress, marking=config.marking
+        )
+        outputs[label] = report.out
+        notes += report.notes
 
     _, holdout = test_video.split(config.num_shots, eval_config.num_holdout, eval_config.split)
     grid = _grid(head, person, holdout[:: max(1, len(holdout) // 4)][:4])
-    paths = write_report(config.out, rows, timings, str(name), grid)
+    grid_mark = OutputMark.new(head.model_hash, "evaluation grid", config.marking)
+    paths = write_report(config.out, rows, timings, str(name), grid, grid_mark)
     log(format_table(summarise(rows)))
     for label, path in {**outputs, **paths}.items():
         log(f"demo: {label} -> {path}")
+    for note in dict.fromkeys(notes):  # the same provenance note for every output: once
+        log(f"demo: note: {note}")
     log(f"demo: done in {time.perf_counter() - start:.0f} s")
     return {**outputs, **paths}
 

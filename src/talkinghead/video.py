@@ -16,7 +16,7 @@ import av
 import numpy as np
 
 from talkinghead.errors import UserError
-from talkinghead.fileio import temp_path_for
+from talkinghead.fileio import atomic_path, temp_path_for
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 
@@ -84,6 +84,32 @@ def read_frames(path: str | Path, every_nth: int = 1) -> Iterator[np.ndarray]:
             ) from None
 
 
+def read_tags(path: str | Path) -> dict[str, str]:
+    """The container's metadata tags (MP4 ``comment``, ``description``...); {} when none."""
+    path = Path(path)
+    with _open(path) as container:
+        return dict(container.metadata)
+
+
+def retag(path: str | Path, tags: dict[str, str]) -> None:
+    """Add or replace container tags of an MP4 in place: packets are copied, not re-encoded."""
+    path = Path(path)
+    # Exits run in reverse: the target is closed before atomic_path renames it over the source.
+    with (
+        _open(path) as source,
+        atomic_path(path, suffix=".mp4") as tmp,
+        av.open(str(tmp), mode="w", format="mp4") as target,
+    ):
+        target.metadata.update({**source.metadata, **tags})
+        streams = [s for s in source.streams if s.type in ("video", "audio")]
+        copies = {s.index: target.add_stream_from_template(s) for s in streams}
+        for packet in source.demux(streams):
+            if packet.dts is None:  # the demuxer's end-of-stream marker
+                continue
+            packet.stream = copies[packet.stream.index]
+            target.mux(packet)
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """An image file as RGB [H,W,3] uint8; UserError naming the file when unreadable."""
     from PIL import Image, UnidentifiedImageError
@@ -103,9 +129,17 @@ class VideoWriter:
 
     Use as a context manager. Frames are RGB uint8 [H,W,3] with even H and W (yuv420p).
     ``audio_from``: copy the first audio stream of this file into the output (re-encoded AAC).
+    ``metadata``: container tags (MP4 ``comment``, ``description``, ``title``...), shown by players.
     """
 
-    def __init__(self, path: str | Path, fps: float, crf: int = 18, audio_from: Path | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        crf: int = 18,
+        audio_from: Path | None = None,
+        metadata: dict[str, str] | None = None,
+    ):
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
@@ -114,6 +148,7 @@ class VideoWriter:
         # The suffix stays .mp4 so FFmpeg picks the container from the name as well.
         self._tmp = temp_path_for(self.path, suffix=".mp4")
         self._container = av.open(str(self._tmp), mode="w", format="mp4")
+        self._container.metadata.update(metadata or {})
         self._stream = None
 
     def _open_stream(self, height: int, width: int) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from talkinghead.fileio import atomic_write_text
+from talkinghead.provenance import OutputMark
 
 METRIC_COLUMNS = (
     "fid",  # only with the user's FID Inception weights
@@ -95,9 +96,20 @@ def _parts(timings: dict) -> list[str]:
 
 
 def write_report(
-    out: Path, rows: list[dict], timings: dict, model: str, grid: np.ndarray | None = None
+    out: Path,
+    rows: list[dict],
+    timings: dict,
+    model: str,
+    grid: np.ndarray | None = None,
+    mark: OutputMark | None = None,
 ) -> dict[str, Path]:
-    """Write results.json, report.md, metrics.png (and frames.png) under ``out``."""
+    """Write results.json, report.md, metrics.png (and frames.png) under ``out``.
+
+    ``grid`` holds generated frames, so it is written through ``mark`` (watermark + signed
+    label; required with a grid); metrics.png is a chart and stays unmarked.
+    """
+    if grid is not None and mark is None:
+        raise ValueError("a frames grid holds generated frames: give the OutputMark to write it")
     summary = summarise(rows)
     paths = {
         "json": out / "results.json",
@@ -113,7 +125,7 @@ def write_report(
     plot_metrics(summary).save(paths["plot"])
     if grid is not None:
         paths["frames"] = out / "frames.png"
-        Image.fromarray(grid).save(paths["frames"])
+        mark.save_png(paths["frames"], grid)
     return paths
 
 

@@ -1,14 +1,16 @@
 """The local web demo: a Gradio page over :mod:`talkinghead.inference.jobs`, nothing more.
 
 :class:`DemoRunner` is what the Run button does (check the limits, personalise, animate, name the
-result as synthetic) and needs no Gradio; :func:`build_app` lays out the page around it;
+result as synthetic) and what the Check button does (``talkinghead verify`` on an upload), and
+needs no Gradio; :func:`build_app` lays out the page around it;
 :func:`serve` runs it. Gradio is imported only there, so the CLI works without it.
 
 Safe defaults for a model that makes videos of real people: the server binds to 127.0.0.1, uploads
 and driver length are capped, requests wait in a queue and run one at a time (the CPU or GPU is the
 bottleneck, and one model object is shared), bad input is shown as its one-line message, and every
-result is labelled synthetic on the page and in its file name. Nothing is fetched from the
-internet: analytics are off, no share link, and the default theme's fonts are served locally.
+result is labelled synthetic on the page and in its file name, and marked as synthetic in the file
+(watermark, tags, signed C2PA manifest; the page cannot turn that off). Nothing is fetched from
+the internet: analytics are off, no share link, and the default theme's fonts are served locally.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from talkinghead import assets
 from talkinghead.errors import UserError
 from talkinghead.inference import jobs
 from talkinghead.inference.render import AnimateOptions
+from talkinghead.provenance import MarkingOptions, verify_file
 from talkinghead.video import probe, read_frames
 
 SYNTHETIC_NOTICE = (
@@ -86,8 +89,16 @@ class DemoRunner:
         person = jobs.personalize(self.head, list(photos), None, steps=finetune_steps)
         progress(0.0, desc="rendering frames")
         out = self.out_dir / f"synthetic-talkinghead-{uuid.uuid4().hex[:8]}.mp4"
-        report = jobs.animate_file(self.head, person, driver, out, options)
+        report = jobs.animate_file(
+            self.head, person, driver, out, options, marking=MarkingOptions()
+        )
         return Result(out, self._summary(report, finetune_steps, time.perf_counter() - start))
+
+    def check(self, path: Path | None) -> str:
+        """The ``talkinghead verify`` report on one video or picture; UserError for bad files."""
+        if path is None:
+            raise UserError("give a video or picture to check")
+        return "\n".join(verify_file(path).lines())
 
     def _check(self, photos: Sequence[Path], driver: Path | None) -> None:
         if not 1 <= len(photos) <= self.config.max_photos:
@@ -148,6 +159,15 @@ INTRO = (
 )
 
 
+CHECK_INTRO = (
+    "## Check a file\n"
+    "Is a video or picture marked as made by talkinghead? This looks for the three marks on "
+    "every result: the signed C2PA manifest, the container tags, and the invisible watermark "
+    "in the pixels (which survives re-encoding that strips the others). Same as "
+    "`talkinghead verify FILE`."
+)
+
+
 def build_app(config: WebConfig, out_dir: Path):
     """The page (a queued ``gr.Blocks``) with the model loaded; results go to ``out_dir``."""
     # Read by Gradio at launch (its version check) as well as per Blocks: no calls home.
@@ -157,7 +177,8 @@ def build_app(config: WebConfig, out_dir: Path):
     except ImportError:
         raise UserError("the web demo needs Gradio: pip install 'talkinghead[web]'") from None
 
-    run = _click_handler(gr, DemoRunner(config, out_dir))
+    runner = DemoRunner(config, out_dir)
+    run, check = _click_handler(gr, runner), _check_handler(gr, runner)
     # delete_cache: uploads and shown results older than an hour go, and all of them at exit.
     with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown(INTRO)
@@ -177,8 +198,41 @@ def build_app(config: WebConfig, out_dir: Path):
                     "The result appears here, labelled as synthetic.", elem_id="summary"
                 )
         button.click(run, inputs, [video, summary])
+        gr.Markdown(CHECK_INTRO)
+        with gr.Row():
+            with gr.Column():
+                upload = gr.File(
+                    label="A video or picture",
+                    file_types=["image", "video"],
+                    type="filepath",
+                    elem_id="check-file",
+                )
+                check_button = gr.Button("Check the file", elem_id="check")
+            report = gr.Textbox(label="Report", lines=4, interactive=False, elem_id="check-report")
+        check_button.click(check, [upload], [report])
     app.queue(default_concurrency_limit=1, max_size=config.queue_size)
     return app
+
+
+def _refuse(gr, exc: UserError, uploads: Sequence[Path]):
+    """A one-line error on the page (and in the log) with server paths cut to the names."""
+    message = tidy_message(str(exc), uploads)
+    print(f"web: refused: {message}", flush=True)
+    return gr.Error(message, duration=None, print_exception=False)
+
+
+def _check_handler(gr, runner: DemoRunner):
+    """Check's handler: an uploaded file in, its verify report out (as text)."""
+
+    def check(upload):
+        path = Path(upload) if upload else None
+        uploads = [path] if path else []
+        try:
+            return tidy_message(runner.check(path), uploads)
+        except UserError as exc:
+            raise _refuse(gr, exc, uploads) from None
+
+    return check
 
 
 def _click_handler(gr, runner: DemoRunner):
@@ -200,9 +254,7 @@ def _click_handler(gr, runner: DemoRunner):
             result = runner.run(photo_paths, driver_path, options, int(finetune_steps), progress)
         except UserError as exc:
             uploads = [*photo_paths, *([driver_path] if driver_path else [])]
-            message = tidy_message(str(exc), uploads)
-            print(f"web: refused: {message}", flush=True)
-            raise gr.Error(message, duration=None, print_exception=False) from None
+            raise _refuse(gr, exc, uploads) from None
         return str(result.video), tidy_message(result.summary, photo_paths)
 
     return run
