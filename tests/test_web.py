@@ -172,10 +172,9 @@ def browser():
 
 def _submit(page, url: str, photo: Path, driver: Path | None = None) -> None:
     page.goto(url)
-    uploads = page.locator("input[type=file]")  # the photos' gallery, then the driver
-    uploads.nth(0).set_input_files(str(photo))
+    page.locator("#photos input[type=file]").set_input_files(str(photo))
     if driver is not None:
-        uploads.nth(1).set_input_files(str(driver))
+        page.locator("#driver input[type=file]").set_input_files(str(driver))
     page.locator("#driver video" if driver else "#photos img").first.wait_for()
     page.locator("#run").click()
 
@@ -213,6 +212,20 @@ def test_page_makes_a_playable_synthetic_video_and_shows_bad_input(
     assert video.probe(downloaded).width == 64
     assert len(list(video.read_frames(downloaded))) == SHORT_FRAMES
 
+    # "Check a file" reads the result's marks back (signed manifest, tags) and refuses junk.
+    page.locator("#check-file input[type=file]").set_input_files(str(downloaded))
+    page.locator("#check").click()
+    report = page.locator("#check-report textarea")
+    page.wait_for_function(
+        "() => document.querySelector('#check-report textarea').value.includes('MARKED')",
+        timeout=60_000,
+    )
+    assert "signature valid" in report.input_value()
+    page.goto(server)
+    page.locator("#check-file input[type=file]").set_input_files(str(media["broken"]))
+    page.locator("#check").click()
+    _error_shown(page, "broken.mp4: not a video or image file")
+
     # Bad input: a one-line message naming the file, no stack trace, no server paths.
     _submit(page, server, media["blank"], media["driver"])
     _error_shown(page, "blank.png: no face found")
@@ -227,7 +240,7 @@ def test_page_makes_a_playable_synthetic_video_and_shows_bad_input(
     page.locator("#run").click()
     _error_shown(page, "carphone_pristine.mp4: the driving video is longer than the limit of 2 s")
     page.goto(server)
-    page.locator("input[type=file]").nth(0).set_input_files(str(media["huge"]))
+    page.locator("#photos input[type=file]").set_input_files(str(media["huge"]))
     page.get_by_text("exceed the maximum allowed size of 1.0 Mb").first.wait_for(timeout=30_000)
 
     # Nothing was fetched from anywhere but this server.
