@@ -63,6 +63,9 @@ def test_corpus_is_a_prep_source_with_one_identity_per_video(tmp_path):
     frames = np.stack(list(video.read_frames(summary.videos[0])))
     assert frames.shape[0] >= 100 and frames.shape[1:] == (96, 96, 3)
     assert frames.std(axis=0).mean() > 1.0  # the face moves
+    # Warped photos are labelled synthetic in the container (the real clip's part is not).
+    assert video.read_tags(summary.videos[0])["comment"].startswith("SYNTHETIC: training corpus")
+    assert "comment" not in video.read_tags(summary.videos[2])
     prepped = run_prep(
         [tmp_path / "corpus"], tmp_path / "data", PrepConfig(crop_size=64), progress=False
     )

@@ -221,4 +221,9 @@ def test_export_writes_an_inference_bundle_without_w(dataset, tmp_path):
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [1, 2] and "g/total" in log[0]
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
-    assert list((tmp_path / "run" / "samples").glob("step-*.png"))  # landmarks|target|generated
+    grids = sorted((tmp_path / "run" / "samples").glob("step-*.png"))  # landmarks|target|generated
+    from talkinghead.provenance import verify_file
+
+    report = verify_file(grids[-1])  # generated faces: marked like every output
+    assert report.marked and report.manifest.signature_ok
+    assert report.tags["motion_mode"] == "training sample"

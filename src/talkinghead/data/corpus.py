@@ -25,7 +25,11 @@ from talkinghead.data import tracks
 from talkinghead.errors import UserError
 from talkinghead.fileio import atomic_write_json
 from talkinghead.landmarks import detect, geometry, motion, warp
+from talkinghead.provenance.outputs import synthetic_tags
 from talkinghead.video import VideoWriter, probe, read_frames, read_image
+
+# Labelled as synthetic in the container; no watermark, which would teach the model the pattern.
+CORPUS_TAGS = synthetic_tags("training corpus, a real photo moved by piecewise-affine warps")
 
 
 @dataclass
@@ -117,7 +121,7 @@ def build_corpus(
         # Odd identities play the motion backwards, so identities do not all move in lockstep.
         motion_sequence = driver if number % 2 == 0 else driver[::-1]
         target = out / "pseudo" / f"{portrait.name}.mp4"
-        with VideoWriter(target, fps) as writer:
+        with VideoWriter(target, fps, metadata=CORPUS_TAGS) as writer:
             for frame in animate_portrait(portrait, motion_sequence):
                 writer.write(frame)
         summary.videos.append(target)

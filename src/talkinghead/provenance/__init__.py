@@ -16,6 +16,7 @@ from talkinghead.provenance.outputs import (
     UNMARKED_WARNING,
     MarkingOptions,
     OutputMark,
+    synthetic_tags,
     warn_unmarked,
 )
 from talkinghead.provenance.signing import SigningConfig
@@ -37,6 +38,7 @@ __all__ = [
     "file_sha256",
     "main_verify",
     "new_watermark_id",
+    "synthetic_tags",
     "verify_file",
     "warn_unmarked",
 ]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from talkinghead import __version__
 from talkinghead.fileio import atomic_path
 from talkinghead.provenance.metadata import ProvenanceInfo, attach_provenance, new_watermark_id
 from talkinghead.provenance.signing import SigningConfig
@@ -97,6 +98,12 @@ class OutputMark:
             if self.enabled:
                 note = attach_provenance(tmp, self.info, self.options.signing)
         return note if self.enabled else UNMARKED_WARNING
+
+
+def synthetic_tags(what: str) -> dict[str, str]:
+    """Container tags alone (no watermark, no manifest) for synthetic data that is not a model's
+    output, such as the training corpus's warped photos: pixels of training data stay clean."""
+    return {"comment": f"SYNTHETIC: {what}, made by talkinghead {__version__}; not real footage"}
 
 
 def warn_unmarked(stream=None) -> None:

@@ -82,7 +82,11 @@ class FileReport:
         frames = f"{w.num_frames} frame{'s' if w.num_frames != 1 else ''}"
         if not w.marked:
             return f"not detected (score {w.score:.1f} < {w.threshold:.1f}; {frames})"
-        odds = f"false-alarm bound {w.false_alarm:.1e}"
+        odds = (
+            f"false-alarm bound {w.false_alarm:.1e}"
+            if w.false_alarm > 0
+            else "false-alarm bound < 1e-300"
+        )
         return (
             f"DETECTED (score {w.score:.1f} >= {w.threshold:.1f}, {odds}; {frames}, "
             f"scale {w.scale:.2f}, id {w.payload_id} unless cropped)"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from talkinghead.data.episodes import to_uint8
+from talkinghead.provenance import OutputMark
 
 
 class RunLogger:
@@ -41,7 +41,9 @@ class RunLogger:
         """Save a grid, one row per sample: landmarks | target | generated."""
         grid = sample_grid(landmarks, target, generated)
         path = self.samples_dir / f"step-{step:07d}.png"
-        Image.fromarray(grid).save(path)
+        # Generated faces: marked like every output (no model file yet, so the run and step).
+        mark = OutputMark.new(f"training run {self.run_dir.name}, step {step}", "training sample")
+        mark.save_png(path, grid)
         if self._tensorboard is not None:
             self._tensorboard.add_image("samples", grid, step, dataformats="HWC")
         return path
