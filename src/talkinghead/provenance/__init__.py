@@ -9,7 +9,6 @@
 from talkinghead.provenance.metadata import (
     ProvenanceInfo,
     attach_provenance,
-    file_sha256,
     new_watermark_id,
 )
 from talkinghead.provenance.outputs import (
@@ -35,7 +34,6 @@ __all__ = [
     "WatermarkConfig",
     "attach_provenance",
     "detect_frames",
-    "file_sha256",
     "main_verify",
     "new_watermark_id",
     "synthetic_tags",

@@ -11,7 +11,6 @@ the C2PA manifest is signed over the tagged file, so editing a tag breaks the si
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import secrets
 import struct
@@ -61,19 +60,13 @@ def new_watermark_id(num_ids: int) -> int:
     return secrets.randbelow(num_ids)
 
 
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_tags(path: Path, info: ProvenanceInfo) -> None:
     """Add the plain tags to an MP4, PNG or JPEG file in place."""
     data = _head(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        video.retag(path, {"comment": info.statement(), "description": info.to_json()})
+        tags = {"comment": info.statement(), "description": info.to_json()}
+        if tags.items() - video.read_tags(path).items():  # the writer may have set them already
+            video.retag(path, tags)
     elif data.startswith(PNG_SIGNATURE):
         chunks = [
             _png_text(b"Comment", info.statement()),

@@ -76,7 +76,8 @@ class OutputMark:
         return self.marker.mark_frame(frame, index)
 
     def tags(self) -> dict[str, str]:
-        """Container tags to give the video writer up front (the finished file gets them too)."""
+        """Container tags to give the video writer up front (then :meth:`finish` need not
+        remux the file to add them)."""
         if not self.enabled:
             return {}
         return {"comment": self.info.statement(), "description": self.info.to_json()}
@@ -92,12 +93,9 @@ class OutputMark:
         (atomically); a one-line note."""
         from PIL import Image
 
-        path = Path(path)
         with atomic_path(path, suffix=".png") as tmp:
             Image.fromarray(self.frame(image, index)).save(tmp, format="PNG")
-            if self.enabled:
-                note = attach_provenance(tmp, self.info, self.options.signing)
-        return note if self.enabled else UNMARKED_WARNING
+            return self.finish(tmp)
 
 
 def synthetic_tags(what: str) -> dict[str, str]:

@@ -226,7 +226,7 @@ def _fold(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     pad = (0, -width % size, 0, -height % size)
     total = F.pad(image - image.mean((-2, -1), keepdim=True), pad)
-    count = F.pad(torch.ones_like(image[..., :, :]), pad)
+    count = F.pad(torch.ones_like(image), pad)
     rows, cols = total.shape[-2] // size, total.shape[-1] // size
     shape = (*total.shape[:-2], rows, size, cols, size)
     total = total.reshape(shape).sum((-4, -2))
@@ -279,7 +279,7 @@ def num_tests(config: WatermarkConfig, num_pools: int = len(POOLS)) -> int:
 
 
 def false_alarm_bound(
-    score: float, config: WatermarkConfig, num_terms: int | None = None, num_pools: int = 2
+    score: float, config: WatermarkConfig, num_terms: int | None = None, num_pools: int = len(POOLS)
 ) -> float:
     """Union bound over every test, for a picture independent of the key: P(some test reaches
     this tail) when the best test scored ``score`` over ``num_terms`` bins (default: all)."""
@@ -288,7 +288,7 @@ def false_alarm_bound(
 
 
 def score_threshold(
-    config: WatermarkConfig, num_terms: int | None = None, num_pools: int = 2
+    config: WatermarkConfig, num_terms: int | None = None, num_pools: int = len(POOLS)
 ) -> float:
     """The smallest score over ``num_terms`` bins whose false-alarm bound is within budget."""
     num_terms = _pattern(config).num_bins if num_terms is None else num_terms
@@ -354,6 +354,7 @@ def detect_frames(
     config = config or WatermarkConfig()
     pooled, num_frames = pooled_luma(frames, config, fps)
     pattern = _pattern(config)
+    num_pools = len(POOLS) if num_frames > 1 else 1  # one picture has nothing to demodulate
     best = None  # (false alarm, -score, score, bins, scale, shift, origin, pool)
     height, width = pooled.shape[-2:]
     for scale in scale_grid(config):
@@ -370,12 +371,12 @@ def detect_frames(
             window[None], size=size, mode="bilinear", antialias=True, align_corners=False
         )[0]
         spectra = np.fft.fft2(_fold(resized, config.tile).numpy())
-        pools = [spectra[0]] + ([spectra[1] + 1j * spectra[2]] if num_frames > 1 else [])
+        pools = [spectra[0], spectra[1] + 1j * spectra[2]][:num_pools]
         for pool, spectrum in zip(POOLS, pools):
             scores = _score_map(spectrum, pattern, keep, config.phase_steps)
             index = int(np.argmax(scores))
             score, terms = float(scores.flat[index]), int(keep.sum())
-            false_alarm = false_alarm_bound(score, config, terms, len(pools))
+            false_alarm = false_alarm_bound(score, config, terms, num_pools)
             candidate = (false_alarm, -score)
             if best is None or candidate < best[:2]:
                 origin = (top * size[0] / crop_h, left * size[1] / crop_w)
@@ -389,7 +390,7 @@ def detect_frames(
         marked=marked,
         confidence=1.0 - false_alarm,
         score=score,
-        threshold=score_threshold(config, terms, 1 if num_frames == 1 else len(POOLS)),
+        threshold=score_threshold(config, terms, num_pools),
         false_alarm=false_alarm,
         payload_id=_payload_id(shift, origin, config) if marked else None,
         scale=scale,
