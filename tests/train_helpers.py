@@ -27,13 +27,14 @@ FAST = {
 }
 
 
-def fast_preset(**train_overrides) -> presets.Preset:
-    preset = presets.load("tiny")
+def fast_preset(name: str = "tiny", **train_overrides) -> presets.Preset:
+    """The tiny networks of a family (``tiny``: the paper's G; ``tiny-warp``: warp-and-refine)."""
+    preset = presets.load(name)
     loss = dataclasses.replace(preset.loss, **FAST["loss"])
     train = dataclasses.replace(preset.train, **{**FAST["train"], **train_overrides})
     return dataclasses.replace(preset, loss=loss, train=train)
 
 
-def write_preset(path: Path, **train_overrides) -> Path:
-    path.write_text(yaml.safe_dump(to_dict(fast_preset(**train_overrides))))
+def write_preset(path: Path, name: str = "tiny", **train_overrides) -> Path:
+    path.write_text(yaml.safe_dump(to_dict(fast_preset(name, **train_overrides))))
     return path

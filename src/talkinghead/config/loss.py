@@ -7,7 +7,7 @@ the ICCV camera-ready (v2). Weights are balanced against each other within one r
 defaults here come from v2; the v1 values are noted next to each.
 
 The paper's content loss needs ImageNet VGG19 and VGGFace weights, which cannot be downloaded
-here (see ASSETS.md). ``content_backbone`` picks between that loss and an offline stand-in built
+here (see README). ``content_backbone`` picks between that loss and an offline stand-in built
 from the dlib face-identity network plus pixel terms; ``losses.content.build_content_loss``
 resolves "auto" and reports its choice in one line.
 """
@@ -57,3 +57,8 @@ class LossConfig:
     # this side fraction, resized to its 150 px input. dlib's chips measured 1.11-1.14x the
     # 68-point box on the sample clip; prep crops are 1.8x that box: ~0.62.
     identity_crop: float = 0.62
+
+    # Warp-and-refine generator only (not in the paper): total variation of the motion net's
+    # flow residual, in grid units (2 / image size per pixel). 10 puts a 1 px kink on every
+    # pixel at ~0.3, the scale of the pixel L1 of a poor frame.
+    flow_smoothness: float = 10.0

@@ -20,6 +20,7 @@ How the paper-256 counts come out (3x3 convs dominate: 9 * C_in * C_out each; M 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from talkinghead.errors import UserError
 
@@ -46,6 +47,23 @@ class GeneratorConfig:
 
 
 @dataclass(frozen=True)
+class WarpGeneratorConfig:
+    """The warp-and-refine generator (``models/warp_generator.py``; not in the paper)."""
+
+    # Shot and target encoders: downsampling blocks; each output scale is warped and blended.
+    feature_channels: tuple[int, ...] = (32, 64)  # 128 px -> 64, 32
+    # Decoder: the first entry is the bottleneck width at the deepest scale; each further entry
+    # is an upsampling AdaIN block, so len(decoder_channels) = len(feature_channels) + 1.
+    decoder_channels: tuple[int, ...] = (96, 48, 32)
+    num_bottleneck_blocks: int = 2
+    flow_size: int = 32  # resolution of the analytic map, the motion net and the blend weights
+    motion_channels: int = 16
+    num_motion_blocks: int = 1
+    flow_residual_scale: float = 0.1  # the motion net's output times this, in grid units
+    pose_temperature: float = 30.0  # initial sharpness of the closest-pose prior over shots
+
+
+@dataclass(frozen=True)
 class DiscriminatorConfig:
     # V(x, y): the embedder's layout ...
     channels: tuple[int, ...] = (64, 128, 256, 512, 512, 512)
@@ -60,6 +78,10 @@ class ModelConfig:
     embedding_dim: int = 512  # e-hat, w0, W_i in R^512 (paper)
     embedder: EmbedderConfig = field(default_factory=EmbedderConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    # "paper": G synthesises from the landmark image (the reproduction); "warp": the
+    # warp-and-refine family, configured by ``warp_generator`` (``generator`` is then unused).
+    generator_type: Literal["paper", "warp"] = "paper"
+    warp_generator: WarpGeneratorConfig = field(default_factory=WarpGeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self) -> None:
@@ -76,7 +98,26 @@ class ModelConfig:
                     f"model.{name}.channels ends with {section.channels[-1]}, but embedding_dim is "
                     f"{self.embedding_dim}: sum pooling of the last block gives the embedding"
                 )
-        self._check_generator()
+        if self.generator_type == "warp":
+            self._check_warp_generator()
+        else:
+            self._check_generator()
+
+    def _check_warp_generator(self) -> None:
+        warp = self.warp_generator
+        where = "model.warp_generator"
+        _check_down_path(f"{where}.feature_channels", self.image_size, warp.feature_channels)
+        if len(warp.decoder_channels) != len(warp.feature_channels) + 1:
+            raise UserError(
+                f"{where}.decoder_channels needs {len(warp.feature_channels) + 1} entries (the "
+                f"bottleneck, then one upsampling block per encoder scale), got "
+                f"{len(warp.decoder_channels)}"
+            )
+        if warp.flow_size < 4 or warp.flow_size % 2 or self.image_size % warp.flow_size:
+            raise UserError(
+                f"{where}.flow_size {warp.flow_size} must be even and divide image_size "
+                f"{self.image_size}"
+            )
 
     def _check_generator(self) -> None:
         gen = self.generator

@@ -29,6 +29,7 @@ class Episode(NamedTuple):
     target_landmarks: torch.Tensor  # [3,S,S]  y_i(t)
     target_points: torch.Tensor  # [68,2] float32, the target's landmarks in pixels (x, y)
     video_index: torch.Tensor  # [] int64, row i of W
+    source_points: torch.Tensor  # [K,68,2] float32, the shots' landmarks (the warp family)
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -121,8 +122,16 @@ class EpisodeDataset(torch.utils.data.Dataset):
             landmarks = flip_landmarks(landmarks, size)
         images = to_tensor(frames)
         drawn = to_tensor(np.stack([draw_landmarks(points, size) for points in landmarks]))
-        points = torch.from_numpy(landmarks[-1].astype(np.float32))
-        return Episode(images[:-1], drawn[:-1], images[-1], drawn[-1], points, torch.tensor(index))
+        points = torch.from_numpy(landmarks.astype(np.float32))
+        return Episode(
+            images[:-1],
+            drawn[:-1],
+            images[-1],
+            drawn[-1],
+            points[-1],
+            torch.tensor(index),
+            points[:-1],
+        )
 
 
 def _resize(image: np.ndarray, size: int) -> np.ndarray:

@@ -24,6 +24,7 @@ from talkinghead.losses.content import (
     ssim,
 )
 from talkinghead.losses.matching import embedding_match_loss, embedding_match_terms
+from talkinghead.losses.motion import flow_smoothness_loss, flow_terms
 from talkinghead.losses.terms import LossTerms
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "embedding_match_terms",
     "feature_l1",
     "feature_matching_loss",
+    "flow_smoothness_loss",
+    "flow_terms",
     "generator_adversarial_loss",
     "generator_adversarial_terms",
     "hinge_loss_fake",

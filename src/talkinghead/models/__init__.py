@@ -14,11 +14,12 @@ from talkinghead.config.model import ModelConfig
 from talkinghead.models.discriminator import Discriminator, DiscriminatorOutput
 from talkinghead.models.embedder import Embedder
 from talkinghead.models.generator import Generator
+from talkinghead.models.warp_generator import WarpGenerator, WarpOutput
 
 
 class TalkingHeadModels(NamedTuple):
     embedder: Embedder  # E
-    generator: Generator  # G, including P
+    generator: Generator | WarpGenerator  # G, including P
     discriminator: Discriminator  # D, including w0 and b (not W)
 
 
@@ -27,9 +28,22 @@ def build_models(config: ModelConfig) -> TalkingHeadModels:
     shape = {"image_size": config.image_size, "embedding_dim": config.embedding_dim}
     return TalkingHeadModels(
         embedder=Embedder(config.embedder, **shape),
-        generator=Generator(config.generator, **shape),
+        generator=build_generator(config),
         discriminator=Discriminator(config.discriminator, **shape),
     )
+
+
+def build_generator(config: ModelConfig) -> Generator | WarpGenerator:
+    """G of the configured family: the paper's, or warp-and-refine."""
+    shape = {"image_size": config.image_size, "embedding_dim": config.embedding_dim}
+    if config.generator_type == "warp":
+        return WarpGenerator(config.warp_generator, **shape)
+    return Generator(config.generator, **shape)
+
+
+def uses_shots(generator: nn.Module) -> bool:
+    """Whether G reads the shots' pixels (warp family) or only psi (the paper's)."""
+    return bool(getattr(generator, "uses_shots", False))
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -43,6 +57,10 @@ __all__ = [
     "Embedder",
     "Generator",
     "TalkingHeadModels",
+    "WarpGenerator",
+    "WarpOutput",
+    "build_generator",
     "build_models",
     "count_parameters",
+    "uses_shots",
 ]

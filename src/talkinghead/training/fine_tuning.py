@@ -18,8 +18,17 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.config.loss import LossConfig
-from talkinghead.losses import discriminator_loss, generator_adversarial_terms
-from talkinghead.models import Discriminator, Generator
+from talkinghead.losses import (
+    LossTerms,
+    discriminator_loss,
+    flow_terms,
+    generator_adversarial_terms,
+)
+from talkinghead.models import Discriminator, Generator, WarpGenerator, uses_shots
+from talkinghead.models.warp_generator import Shots
+
+# Warp family: each fine-tuning target is rendered from at most this many of the other shots.
+MAX_SOURCE_SHOTS = 8
 
 
 @dataclass(frozen=True)
@@ -38,14 +47,14 @@ class FineTuneConfig:
 
 
 def default_steps(num_shots: int) -> int:
-    """~125 steps for 1 shot rising to ~230 for 30+ (the lab's guidance, PAPER.md)."""
+    """~125 steps for 1 shot rising to ~230 for 30+ (the lab's guidance)."""
     return round(125 + 105 * min(max(num_shots - 1, 0), 29) / 29)
 
 
 @dataclass
 class FineTuneResult:
     psi: Tensor  # [psi_dim] psi'
-    generator: Generator  # G', eval mode
+    generator: Generator | WarpGenerator  # G', eval mode
     steps: int  # steps run (early stop may end before the budget)
     content_losses: list[float]  # per step
 
@@ -70,7 +79,7 @@ class _EarlyStop:
 
 
 def finetune(
-    generator: Generator,
+    generator: Generator | WarpGenerator,
     discriminator: Discriminator,
     content_loss: nn.Module,
     loss_config: LossConfig,
@@ -83,6 +92,9 @@ def finetune(
 
     ``frames``, ``landmark images`` [T,3,S,S] in [-1,1], ``points`` [T,68,2]; ``embedding``
     e_new [embedding_dim]. The given modules are not modified.
+
+    The warp family renders each target shot from the *other* shots (leave one out: copying the
+    target itself would teach nothing); with a single shot it is its own source.
     """
     frames, landmark_images, points = shots
     # Training runs in the default layout (inference may hold G in channels-last).
@@ -104,12 +116,13 @@ def finetune(
         condition = w.expand(len(pick), -1)
         # Generator step (D' frozen, scored against its current view).
         d.requires_grad_(False)
-        fake = g(y, psi.expand(len(pick), -1))
+        fake, motion_terms = _generate(g, psi, shots, pick, rng, loss_config)
         fake_out = d(fake, y, condition.detach())
         with torch.no_grad():
             real_out = d(x, y, condition)
         content = content_loss(fake, x, landmarks=lm)
-        terms = content + generator_adversarial_terms(
+        terms = content + motion_terms
+        terms = terms + generator_adversarial_terms(
             loss_config, fake_out.score, real_out.features, fake_out.features
         )
         optimiser_g.zero_grad(set_to_none=True)
@@ -126,3 +139,23 @@ def finetune(
         if stop.update(history[-1]):
             break
     return FineTuneResult(psi.detach(), g.eval(), len(history), history)
+
+
+def _generate(g, psi: Tensor, shots, pick: Tensor, rng: np.random.Generator, loss_config):
+    """G's frames for the picked shots, and the warp family's flow term."""
+    frames, landmark_images, points = shots
+    psi = psi.expand(len(pick), -1)
+    if not uses_shots(g):
+        return g(landmark_images[pick], psi), LossTerms({})
+    sources = torch.from_numpy(np.stack([_other_shots(len(frames), int(i), rng) for i in pick]))
+    source_shots = Shots(frames[sources], landmark_images[sources], points[sources], ())
+    out = g(landmark_images[pick], points[pick], psi, source_shots)
+    return out.image, flow_terms(loss_config, out.flow_residual)
+
+
+def _other_shots(count: int, target: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to MAX_SOURCE_SHOTS shots other than ``target`` (the target itself when alone)."""
+    if count == 1:
+        return np.array([target])
+    others = np.delete(np.arange(count), target)
+    return rng.choice(others, min(len(others), MAX_SOURCE_SHOTS), replace=False)
