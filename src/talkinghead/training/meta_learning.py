@@ -18,15 +18,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import Episode
+from talkinghead.device import autocast_dtype, resolve_precision
 from talkinghead.losses import (
     LossTerms,
     discriminator_loss,
     embedding_match_terms,
+    flow_terms,
     generator_adversarial_terms,
 )
-from talkinghead.models import build_models
+from talkinghead.models import build_models, uses_shots
+from talkinghead.models.warp_generator import Shots
 from talkinghead.training import distributed
-from talkinghead.training.ema import make_ema, update_ema
+from talkinghead.training.ema import decay_at, make_ema, update_ema
 
 
 class GeneratorResult(NamedTuple):
@@ -48,6 +51,7 @@ class MetaLearner(nn.Module):
         self.video_embeddings = nn.Embedding(num_videos, dim, sparse=True)  # W, one row per video
         nn.init.normal_(self.video_embeddings.weight, std=dim**-0.5)
         self.ema_embedder, self.ema_generator = make_ema(self.embedder), make_ema(self.generator)
+        self.ema_updates = 0  # the EMA's decay warms up with this count (training/ema.py)
         self.content_loss = content_loss
         self.to(device)
         self.device = device
@@ -78,11 +82,13 @@ class MetaLearner(nn.Module):
             self.ddp_discriminator = self.discriminator
 
     def autocast(self):
-        precision = self.train_config.precision
-        use_bf16 = precision == "bf16" or (precision == "auto" and self.device.type == "cuda")
-        if not use_bf16:
+        """auto: bf16 autocast on GPUs, fp32 on CPUs; bf16 when asked (talkinghead.device)."""
+        device = torch.device(self.device)
+        precision = resolve_precision(self.train_config.precision, device, training=True)
+        dtype = autocast_dtype(precision)
+        if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, dtype=dtype)
 
     def generator_step(self, batch: Episode) -> GeneratorResult:
         """Update E and G (and W through L_MCH): L_CNT + L_ADV (+ L_MCH for the FT variant)."""
@@ -95,7 +101,7 @@ class MetaLearner(nn.Module):
                 batch.source_frames.flatten(0, 1), batch.source_landmarks.flatten(0, 1)
             ).view(n, k, -1)  # e_i(s_k)
             psi = self.generator.project(shots.mean(dim=1))  # psi = P e-hat_i
-            generated = self.ddp_generator(batch.target_landmarks, psi)
+            generated, motion_terms = self._generate(batch, psi)
             w_rows = self.video_embeddings(batch.video_index)  # W_i
             # G is scored against D's current view; W gets no adversarial gradient here.
             condition = self.discriminator.condition(w_rows.detach())
@@ -110,12 +116,22 @@ class MetaLearner(nn.Module):
         )
         if self.train_config.variant == "ft":
             terms = terms + embedding_match_terms(loss_config, w_rows, shots.float())
-        self._optimise(terms, self.optimiser_g)
+        self._optimise(terms + motion_terms, self.optimiser_g)
         self.discriminator.requires_grad_(True)
-        # Update EMA.
-        update_ema(self.ema_embedder, self.embedder, self.train_config.ema_decay)
-        update_ema(self.ema_generator, self.generator, self.train_config.ema_decay)
-        return GeneratorResult(terms, generated.detach().float())
+        # Update EMA (its decay warms up over the first updates).
+        self.ema_updates += 1
+        decay = decay_at(self.train_config.ema_decay, self.ema_updates)
+        update_ema(self.ema_embedder, self.embedder, decay)
+        update_ema(self.ema_generator, self.generator, decay)
+        return GeneratorResult(terms + motion_terms, generated.detach().float())
+
+    def _generate(self, batch: Episode, psi: Tensor) -> tuple[Tensor, LossTerms]:
+        """G's frames for the batch, and the terms only the warp family has (flow smoothness)."""
+        if not uses_shots(self.generator):
+            return self.ddp_generator(batch.target_landmarks, psi), LossTerms({})
+        shots = Shots(batch.source_frames, batch.source_landmarks, batch.source_points, ())
+        out = self.ddp_generator(batch.target_landmarks, batch.target_points, psi, shots)
+        return out.image, flow_terms(self.preset.loss, out.flow_residual.float())
 
     def discriminator_step(self, batch: Episode, generated: Tensor) -> LossTerms:
         """Update D and W with the hinge loss on the real target and the generated frame."""
@@ -163,6 +179,7 @@ class MetaLearner(nn.Module):
             "optimiser_g": self.optimiser_g.state_dict(),
             "optimiser_d": self.optimiser_d.state_dict(),
             "optimiser_w": self.optimiser_w.state_dict(),
+            "ema_updates": self.ema_updates,
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -172,3 +189,6 @@ class MetaLearner(nn.Module):
             self.video_embeddings.weight.copy_(state["video_embeddings"])
         for name in ("optimiser_g", "optimiser_d", "optimiser_w"):
             getattr(self, name).load_state_dict(state[name])
+        # Runs saved before the warm-up existed count their optimiser steps instead.
+        default = int(self.optimiser_g.state_dict()["state"].get(0, {}).get("step", 0))
+        self.ema_updates = int(state.get("ema_updates", default))
