@@ -20,11 +20,12 @@ import time
 from pathlib import Path
 
 import torch
-from common import print_table, save_results
+from common import cpu_line, print_table, save_results
 
 from talkinghead import assets, video
 from talkinghead.checkpoint import save_weights
 from talkinghead.config import preset as presets
+from talkinghead.device import resolve_precision
 from talkinghead.inference import jobs
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.inference.render import AnimateOptions
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "small-128", "paper-256"])
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
+    auto = resolve_precision("auto", torch.device("cpu"))
+    print(f"{cpu_line()}\n--precision auto picks {auto} on this CPU")
     reference = decode_rate(args.reps)
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -121,7 +124,9 @@ def main() -> None:
             *(f"{s} ms" for s in STAGES),
         ],
     )
-    save_results("animate", {"decode_frames_per_s": reference, "runs": results})
+    save_results(
+        "animate", {"decode_frames_per_s": reference, "auto_precision": auto, "runs": results}
+    )
 
 
 if __name__ == "__main__":

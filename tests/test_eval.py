@@ -1,4 +1,5 @@
-"""Evaluation: metric identities on real frames, agreement with scikit-image, a full run."""
+"""Evaluation: metric identities on real frames, agreement with scikit-image, the temporal
+measures and the bars on known numbers, the aggregate rows, full runs (function and CLI)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,19 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from talkinghead import assets
 from talkinghead.checkpoint import save_weights
+from talkinghead.cli import main
 from talkinghead.config import preset as presets
-from talkinghead.evaluation import baselines
+from talkinghead.evaluation import baselines, temporal
+from talkinghead.evaluation.bars import check_bars
 from talkinghead.evaluation.protocol import EvalConfig, evaluate
-from talkinghead.evaluation.report import format_table, summarise, write_report
-from talkinghead.evaluation.scoring import Scorer, landmark_error, psnr, ssim
+from talkinghead.evaluation.report import (
+    format_results,
+    format_table,
+    frames_grid,
+    summarise,
+    write_report,
+)
+from talkinghead.evaluation.scoring import Scorer, find_landmarks, landmark_error, psnr, ssim
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.landmarks import detect
 from talkinghead.models import build_models
@@ -94,9 +103,12 @@ def test_full_eval_on_the_tiny_model_produces_every_column(tmp_path, scorer):
     bundle = tmp_path / "tiny.safetensors"
     save_weights(bundle, dict(build_models(preset.model)._asdict()), preset, half=True)
     head = TalkingHead.from_checkpoint(bundle)
-    config = EvalConfig(shots=(1, 4), num_holdout=4, finetune_steps=2)
+    config = EvalConfig(shots=(1, 4), num_holdout=4, finetune_steps=2, num_consecutive=8)
     people: dict = {}
-    rows, timings = evaluate(head, [assets.sample_clip_path()], config, scorer, False, people)
+    samples: dict = {}
+    rows, timings = evaluate(
+        head, [assets.sample_clip_path()], config, scorer, False, people, samples
+    )
     summary = summarise(rows)
     methods = {(r["method"], r["T"]) for r in summary}
     for shots in (1, 4):
@@ -105,21 +117,207 @@ def test_full_eval_on_the_tiny_model_produces_every_column(tmp_path, scorer):
     for row in summary:
         assert 0 <= row["ssim"] <= 1 and row["psnr"] > 0 and -1 <= row["csim"] <= 1
         assert row["identity_distance"] > 0 and 0 <= row["landmark_misses"] <= 1
+        assert {"jitter", "driver_jitter", "jitter_ratio", "mouth_correlation"} <= set(row)
     warp = next(r for r in summary if r["method"] == "warp" and r["T"] == 4)
     # 64 px crops are at the edge of what dlib detects; some frames are found.
     assert warp["landmark_error"] is not None and warp["landmark_misses"] < 1.0
     assert ("carphone_pristine", 4, True) in people
     assert set(timings["carphone_pristine"]) >= {"fine-tune", "render", "metrics", "baselines"}
-    grid, mark = np.zeros((8, 8, 3), np.uint8), OutputMark.new(head.model_hash, "evaluation grid")
+    # The frames picture: a header, a name strip, then landmarks | warp | ours | real rows.
+    assert samples["carphone_pristine"].label == "fine-tuned, T=4"
+    grid = frames_grid(samples)
+    assert grid.shape == (28 + 14 + 3 * 64, 4 * 64, 3) and grid.dtype == np.uint8
+    mark = OutputMark.new(head.model_hash, "evaluation grid")
     paths = write_report(tmp_path / "report", rows, timings, "tiny", grid, mark)
     labelled = verify_file(paths["frames"])  # generated frames: labelled; the chart is not
     assert labelled.manifest.signature_ok and labelled.tags["motion_mode"] == "evaluation grid"
     assert verify_file(paths["plot"]).tags is None
     saved = json.loads(paths["json"].read_text())
     assert saved["summary"] == json.loads(json.dumps(summary))
-    assert "| warp |" in paths["markdown"].read_text().replace("| self ", "")
+    report = paths["markdown"].read_text()
+    assert "| warp |" in report and "](frames.png)" in report
     assert Image.open(paths["plot"]).size[0] > 300
     assert "identity_distance" in format_table(summary)
+    # Without a grid no frames.png is written, and the report does not link one.
+    unlinked = write_report(tmp_path / "plain", rows, timings, "tiny")
+    assert "frames" not in unlinked and "frames.png" not in unlinked["markdown"].read_text()
+
+
+def test_eval_command_writes_bars_aggregates_cross_rows_and_frames(
+    bundle, short_videos, tmp_path, capsys
+):
+    """Two real videos (parts of the sample clip), the tiny model, a few frames: end to end."""
+    out = tmp_path / "eval"
+    videos = [str(short_videos / "part0.mp4"), str(short_videos / "part3.mp4")]
+    options = ["--shots", "1", "4", "--holdout", "3", "--consecutive", "6"]
+    options += ["--finetune-steps", "1", "--device", "cpu", "--no-progress"]
+    assert main(["eval", *videos, "--model", str(bundle), *options, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Bars (issue 14" in printed and "Cross-person" in printed
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved) >= {"model", "bars", "summary", "rows", "timings"}
+    people = {r["video"] for r in saved["summary"] if r["protocol"] == "self"}
+    assert people == {"part0", "part3", "all"}
+    cross = [r for r in saved["summary"] if r["protocol"] == "cross"]
+    assert {r["video"] for r in cross} == {"part0 <- part3", "part3 <- part0", "all"}
+    for key in ("same_person_fraction", "driver_distance", "mouth_correlation", "jitter_ratio"):
+        assert all(key in r for r in cross)
+    assert all(0 <= r["same_person_fraction"] <= 1 for r in cross)
+    names = [b["bar"] for b in saved["bars"]]
+    assert len(names) == 14 and any("jitter" in n for n in names)
+    assert all(b["passed"] in (True, False, None) for b in saved["bars"])
+    labelled = verify_file(out / "frames.png")
+    assert labelled.tags["motion_mode"] == "evaluation grid"
+    assert Image.open(out / "frames.png").size == (4 * 64, 28 + 2 * (14 + 3 * 64))
+    assert "](frames.png)" in (out / "report.md").read_text()
+
+
+def _face_series(num_frames: int, opening: np.ndarray | None = None) -> np.ndarray:
+    """A synthetic landmark series [N,68,2]: eyes 40 px apart, the inner lips ``opening`` px
+    apart (0 if None)."""
+    base = np.zeros((68, 2))
+    base[:, 0] = np.linspace(0, 60, 68)
+    base[36], base[45] = (10.0, 20.0), (50.0, 20.0)  # inter-ocular distance 40
+    series = np.repeat(base[None], num_frames, axis=0)
+    if opening is not None:
+        for upper, lower in temporal.INNER_LIPS:
+            series[:, upper] = (30.0, 50.0)
+            series[:, lower, 0], series[:, lower, 1] = 30.0, 50.0 + opening
+    return series
+
+
+def test_jitter_on_known_series():
+    still = _face_series(10)
+    assert temporal.landmark_jitter(still) == 0.0
+    drift = still + np.arange(10)[:, None, None] * np.array([1.5, -0.5])  # steady motion
+    assert temporal.landmark_jitter(drift) == pytest.approx(0.0, abs=1e-12)
+    # Every point moves +-1 px in x from frame to frame: second difference 4 px, over 40 px.
+    shaking = still + ((-1.0) ** np.arange(10))[:, None, None] * np.array([1.0, 0.0])
+    assert temporal.landmark_jitter(shaking) == pytest.approx(0.1)
+    # A frame without a face removes the three triples around it, not the series.
+    missed = shaking.copy()
+    missed[5] = np.nan
+    assert temporal.landmark_jitter(missed) == pytest.approx(0.1)
+    assert temporal.landmark_jitter(shaking[:2]) is None
+    assert temporal.landmark_jitter(np.full((5, 68, 2), np.nan)) is None
+    scores = temporal.motion_scores(shaking, shaking / 2 + 3)  # half-size copy: same shaking
+    assert scores["jitter_ratio"] == pytest.approx(1.0)
+    assert temporal.ratio(0.2, 0.1) == pytest.approx(2.0) and temporal.ratio(0.2, 0.0) is None
+
+
+def test_mouth_opening_and_its_correlation_on_known_series():
+    speech = 4 + 3 * np.sin(np.linspace(0, 6, 24))
+    driver, result = _face_series(24, speech), _face_series(24, 2 * speech + 1)
+    np.testing.assert_allclose(temporal.mouth_opening(driver), speech / 40)
+    assert temporal.correlation(temporal.mouth_opening(result), speech) == pytest.approx(1.0)
+    assert temporal.correlation(-speech, speech) == pytest.approx(-1.0)
+    assert temporal.motion_scores(result, driver)["mouth_correlation"] == pytest.approx(1.0)
+    assert temporal.correlation(np.ones(24), speech) is None  # a mouth that never moves
+    gaps = speech.copy()
+    gaps[[3, 9]] = np.nan  # frames without a face are left out
+    assert temporal.correlation(gaps, speech) == pytest.approx(1.0)
+
+
+def test_motion_scores_of_real_frames(clip_frames):
+    """The same real frames score a ratio of 1 and a correlation of 1; shuffled frames jitter."""
+    run = find_landmarks(clip_frames[60:80])
+    assert np.isfinite(run).all()
+    same = temporal.motion_scores(run, run)
+    assert same["jitter_ratio"] == pytest.approx(1.0) and same["jitter"] > 0
+    assert same["mouth_correlation"] == pytest.approx(1.0)
+    shuffled = run[np.random.default_rng(0).permutation(len(run))]
+    assert temporal.motion_scores(shuffled, run)["jitter_ratio"] > 1.5
+
+
+def _row(video, method, shots, protocol="self", **metrics):
+    return {"video": video, "protocol": protocol, "method": method, "T": shots, **metrics}
+
+
+def test_the_all_row_is_the_mean_of_the_people_rows():
+    rows = [
+        _row("a", "warp", 8, ssim=0.5, psnr=20.0, landmark_error=0.1),
+        _row("b", "warp", 8, ssim=0.7, psnr=30.0, landmark_error=None),  # no face found
+        _row("c", "warp", 8, ssim=0.9, psnr=25.0, landmark_error=0.3),
+        _row("a", "warp", 1, ssim=0.1, psnr=10.0, landmark_error=0.2),
+    ]
+    summary = summarise(rows)
+    assert [r["video"] for r in summary] == ["a", "a", "b", "c", "all", "all"]
+    total = next(r for r in summary if r["video"] == "all" and r["T"] == 8)
+    assert total["videos"] == 3
+    assert total["ssim"] == pytest.approx(0.7) and total["psnr"] == pytest.approx(25.0)
+    assert total["landmark_error"] == pytest.approx(0.2)  # the mean of the values there
+    people = [r for r in summary if r["video"] != "all" and r["T"] == 8]
+    for key in ("ssim", "psnr"):
+        assert total[key] == pytest.approx(np.mean([r[key] for r in people]))
+    assert "all" in format_table(summary)
+
+
+OURS, FEED_FORWARD = "model (fine-tuned)", "model (feed-forward)"
+
+
+def _bars_summary(changes: dict | None = None) -> list[dict]:
+    """'all' rows that clear every bar; ``changes`` maps (method, T, protocol) to new values."""
+    good = {"ssim": 0.8, "psnr": 27.0, "identity_distance": 0.3, "landmark_error": 0.04}
+    good |= {"landmark_misses": 0.0, "jitter_ratio": 1.2}
+    cross = {"same_person_fraction": 0.95, "identity_distance": 0.4, "driver_distance": 0.7}
+    cross |= {"mouth_correlation": 0.8, "landmark_misses": 0.0}
+    rows = [
+        _row("all", "warp", 8, ssim=0.7, psnr=26.0, identity_distance=0.28, landmark_error=0.035),
+        _row("all", OURS, 8, **good),
+        _row("all", OURS, 1, **good | {"ssim": 0.6, "identity_distance": 0.4}),
+        _row("all", FEED_FORWARD, 8, **good | {"ssim": 0.5, "identity_distance": 0.5}),
+        _row("all", FEED_FORWARD, 1, **good | {"ssim": 0.4, "identity_distance": 0.55}),
+        _row("all", OURS, 8, "cross", **cross),
+    ]
+    for (method, shots, protocol), values in (changes or {}).items():
+        for row in rows:
+            if (row["method"], row["T"], row["protocol"]) == (method, shots, protocol):
+                row.update(values)
+    return rows
+
+
+def test_bars_pass_and_fail_on_given_numbers():
+    bars = check_bars(_bars_summary())
+    assert len(bars) == 14 and all(b["passed"] for b in bars), [b for b in bars if not b["passed"]]
+    by_name = {b["bar"]: b for b in bars}
+    assert by_name["landmark error at most 1.25x the warp's"]["threshold"] == pytest.approx(0.04375)
+    plus = by_name["identity distance at most the warp's + 0.05"]
+    assert plus["threshold"] == pytest.approx(0.33) and plus["T"] == 8
+
+    failing = {
+        (OURS, 8, "self"): {"ssim": 0.69, "landmark_error": 0.05, "identity_distance": 0.59},
+        (FEED_FORWARD, 1, "self"): {"ssim": 0.51},
+        (OURS, 8, "cross"): {"same_person_fraction": 0.85, "driver_distance": 0.3},
+    }
+    failing[(OURS, 8, "self")] |= {"landmark_misses": 0.06, "jitter_ratio": 1.6}
+    failing[(OURS, 8, "cross")] |= {"mouth_correlation": 0.6}
+    verdicts = {b["bar"]: b["passed"] for b in check_bars(_bars_summary(failing))}
+    assert verdicts == {
+        "SSIM above the warp's": False,
+        "PSNR above the warp's": True,
+        "landmark error at most 1.25x the warp's": False,  # 0.05 > 1.25 * 0.035
+        "identity distance below 0.6": True,  # 0.59
+        "identity distance at most the warp's + 0.05": False,  # 0.59 > 0.33
+        "face found on at least 95% of frames": False,  # 94%
+        "T=8 beats T=1 on ssim, feed-forward": False,  # 0.5 vs 0.51
+        "T=8 beats T=1 on identity_distance, feed-forward": True,
+        "T=8 beats T=1 on ssim, fine-tuned": True,
+        "T=8 beats T=1 on identity_distance, fine-tuned": False,  # 0.59 vs 0.4
+        "cross-person: identity distance to A below 0.6 on at least 90% of frames": False,
+        "cross-person: identity distance to A below that to B": False,  # 0.4 vs 0.3
+        "cross-person: mouth-opening correlation with the driver at least 0.7": False,
+        "jitter at most 1.5x the driver's (consecutive frames)": False,
+    }
+    # One video (no cross rows) and no T = 1: those bars are not measured; a model on whose
+    # frames dlib finds no face fails the landmark bar instead of skipping it.
+    alone = [r for r in _bars_summary() if r["protocol"] == "self" and r["T"] == 8]
+    alone[1] |= {"landmark_error": None, "landmark_misses": 1.0}
+    verdicts = {b["bar"]: b["passed"] for b in check_bars(alone)}
+    assert verdicts["landmark error at most 1.25x the warp's"] is False
+    assert verdicts["T=8 beats T=1 on ssim, fine-tuned"] is None
+    assert verdicts["cross-person: identity distance to A below that to B"] is None
+    printed = format_results([r | {"video": "a"} for r in alone])  # one person's rows
+    assert "not measured" in printed and "FAIL (no face found on any frame)" in printed
 
 
 def test_frechet_distance_identities():

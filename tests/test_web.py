@@ -1,9 +1,13 @@
 """The web demo: its runner on real media, then the page in a real browser (headless Debian
-Chromium driven by Playwright, against `talkinghead web` started here)."""
+Chromium driven by Playwright, against `talkinghead web` started here), and its API called by
+gradio_client as the page's API view documents it."""
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import importlib.util
+import re
 import shutil
 import socket
 import subprocess
@@ -23,8 +27,10 @@ from talkinghead import assets, video
 from talkinghead.checkpoint import save_weights
 from talkinghead.config import preset as presets
 from talkinghead.errors import UserError
+from talkinghead.inference import jobs
 from talkinghead.inference.render import AnimateOptions
 from talkinghead.models import build_models
+from talkinghead.provenance import verify_file
 from talkinghead.web.app import SYNTHETIC_NOTICE, DemoRunner, WebConfig, driver_seconds
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -80,6 +86,7 @@ def test_runner_makes_a_video_named_and_labelled_synthetic(runner, media):
         [assets.astronaut_path()],
         media["driver"],
         AnimateOptions(side_by_side=True),
+        finetune_steps="0",
         progress=lambda *args, desc="": stages.append(desc),
     )
     assert result.video.name.startswith("synthetic-") and result.video.suffix == ".mp4"
@@ -87,15 +94,48 @@ def test_runner_makes_a_video_named_and_labelled_synthetic(runner, media):
     assert f"{SHORT_FRAMES} frames at 25.00 fps, feed-forward" in result.summary
     assert stages == ["finding the face in the photos", "rendering frames"]
     assert len(list(video.read_frames(result.video))) == SHORT_FRAMES
-    # The next run clears the previous result (Gradio keeps its own copy).
-    again = runner.run([assets.astronaut_path()], media["driver"])
+    # The next run clears the previous results (Gradio keeps its own copies).
+    again = runner.run([assets.astronaut_path()], media["driver"], finetune_steps=0)
     assert not result.video.exists() and again.video.exists()
+    assert not result.person_file.exists() and again.person_file.exists()
+
+
+def test_runner_reuses_the_person_and_takes_a_person_file(runner, media, monkeypatch, tmp_path):
+    made = []
+    monkeypatch.setattr(jobs, "personalize", _counting(jobs.personalize, made))
+    photo = tmp_path / "me.png"
+    shutil.copy(assets.astronaut_path(), photo)
+    first = runner.run([photo], media["driver"], finetune_steps="2")
+    assert "fine-tuned 2 steps" in first.summary and len(made) == 1
+    # A second click with the same photos and settings: the same person, no fine-tuning.
+    again = runner.run([photo], media["driver"], finetune_steps="2")
+    assert "same person as an earlier run" in again.summary and len(made) == 1
+    kept = tmp_path / "me.safetensors"  # the person file offered for download
+    shutil.copy(again.person_file, kept)
+    runner.run([photo], media["driver"], finetune_steps="1")  # other settings: a new person
+    assert len(made) == 2
+    # The person file uploaded again instead of the photos.
+    loaded = runner.run([], media["driver"], finetune_steps="2", person_file=kept)
+    assert "person from the uploaded file" in loaded.summary and len(made) == 2
+    assert loaded.person_file is None
+    with pytest.raises(UserError, match="auto or a number"):
+        runner.run([photo], media["driver"], finetune_steps="many")
+    with pytest.raises(UserError, match="at most 300 fine-tuning steps"):
+        runner.run([photo], media["driver"], finetune_steps="1000")
+
+
+def _counting(function, calls: list):
+    def counted(*args, **kwargs):
+        calls.append(args)
+        return function(*args, **kwargs)
+
+    return counted
 
 
 @pytest.mark.parametrize(
     ("photos", "driver", "message"),
     [
-        ([], "driver", "give 1 to 8 photos"),
+        ([], "driver", "give 1 to 8 photos of the person, or a person file"),
         (["astronaut"] * 9, "driver", "give 1 to 8 photos"),
         (["astronaut"], None, "give a driving video"),
         (["astronaut"], "long_driver", "longer than the limit of 2 s"),
@@ -130,18 +170,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(media, tmp_path_factory):
-    """`talkinghead web` on a free local port; its log is shown if it fails to start."""
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
+@contextlib.contextmanager
+def _serving(command: list[str], log_path: Path):
+    """A web server started by ``command`` (port last); yields (url, process). Its log is shown
+    if it fails to start or to stop cleanly."""
     port = _free_port()
-    command = [sys.executable, "-m", "talkinghead.cli", "web", "--port", str(port)]
-    command += ["--model", str(media["bundle"]), "--max-upload-mb", "1"]
-    command += ["--max-video-seconds", "2"]
     with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen([*command, str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # a loaded machine: imports alone can take a minute
     while True:
         try:
             urllib.request.urlopen(url, timeout=2)
@@ -149,11 +186,27 @@ def server(media, tmp_path_factory):
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                pytest.fail(f"`talkinghead web` did not start:\n{log_path.read_text()}")
+                pytest.fail(f"the web server did not start:\n{log_path.read_text()}")
             time.sleep(0.5)
-    yield url
+    yield url, process
     process.terminate()  # SIGTERM: Gradio closes, the results folder goes
     assert process.wait(timeout=30) == 0, log_path.read_text()
+
+
+# The server's queue: one run at a time, QUEUE_SIZE waiting, the rest told the queue is full.
+QUEUE_SIZE = 2
+
+
+@pytest.fixture(scope="module")
+def server(media, tmp_path_factory):
+    """`talkinghead web` on a free local port (feed-forward by default, to keep runs short)."""
+    command = [sys.executable, "-m", "talkinghead.cli", "web", "--model", str(media["bundle"])]
+    command += ["--max-upload-mb", "1", "--max-video-seconds", "2", "--finetune-steps", "0"]
+    command += ["--queue-size", str(QUEUE_SIZE)]
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    with _serving([*command, "--port"], log_path) as (url, process):
+        yield url
+        assert process.poll() is None, f"the server stopped:\n{log_path.read_text()}"
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +228,7 @@ def _submit(page, url: str, photo: Path, driver: Path | None = None) -> None:
     page.locator("#photos input[type=file]").set_input_files(str(photo))
     if driver is not None:
         page.locator("#driver input[type=file]").set_input_files(str(driver))
-    page.locator("#driver video" if driver else "#photos img").first.wait_for()
+    page.locator("#driver video" if driver else "#photos-preview img").first.wait_for()
     page.locator("#run").click()
 
 
@@ -205,6 +258,9 @@ def test_page_makes_a_playable_synthetic_video_and_shows_bad_input(
     )
     assert "SYNTHETIC VIDEO" in page.locator("#summary").inner_text()
     assert "SYNTHETIC" in page.locator("#result").inner_text()
+    # The person made for it, offered as a file to upload next time.
+    offered = page.locator("#person-download").inner_text().replace("\n", "")
+    assert re.search(r"person-\w+\.safetensors", offered), offered
     source = urllib.parse.urljoin(server, player.get_attribute("src"))
     assert Path(urllib.parse.urlparse(source).path).name.startswith("synthetic-talkinghead-")
     downloaded = tmp_path / "result.mp4"
@@ -236,7 +292,7 @@ def test_page_makes_a_playable_synthetic_video_and_shows_bad_input(
     page.goto(server)
     page.locator("#example tr.tr-body").click()
     page.locator("#driver video").first.wait_for()
-    page.locator("#photos img").first.wait_for()
+    page.locator("#photos-preview img").first.wait_for()
     page.locator("#run").click()
     _error_shown(page, "carphone_pristine.mp4: the driving video is longer than the limit of 2 s")
     page.goto(server)
@@ -247,3 +303,58 @@ def test_page_makes_a_playable_synthetic_video_and_shows_bad_input(
     elsewhere = [u for u in requests if not u.startswith((server, "blob:", "data:"))]
     assert len(requests) > len(elsewhere) and not elsewhere
     page.close()
+
+
+NUM_CALLS = 10
+
+
+@pytest.mark.slow  # 45-60 s on a busy 2-core machine: four runs, three watermark searches
+def test_gradio_client_calls_run_one_at_a_time_and_the_overflow_is_told_busy(server, media):
+    """10 calls at once, as the page's API view documents them: one runs, QUEUE_SIZE wait,
+    the rest get a one-line busy answer, each accepted call gets a marked video."""
+    pytest.importorskip("gradio_client")
+    from gradio_client import Client, handle_file
+    from gradio_client.exceptions import AppError
+    from gradio_client.utils import QueueError
+
+    # A generous HTTP timeout: on a loaded machine the server answers uploads slowly.
+    client = Client(server, verbose=False, httpx_kwargs={"timeout": 120})
+    endpoint = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
+    names = [p["parameter_name"] for p in endpoint["/animate"]["parameters"]]
+    assert names[:3] == ["photos", "person_file", "driver"]
+
+    def call(_):
+        try:
+            return client.predict(
+                [handle_file(str(assets.astronaut_path()))],
+                None,
+                handle_file(str(media["driver"])),
+                "relative",
+                "0",
+                False,
+                False,
+                api_name="/animate",
+            )
+        except QueueError as exc:
+            return str(exc)
+
+    # The calls reach the server within a small fraction of one run (tens of ms vs seconds).
+    with concurrent.futures.ThreadPoolExecutor(NUM_CALLS) as pool:
+        outcomes = list(pool.map(call, range(NUM_CALLS)))
+    done = [o for o in outcomes if isinstance(o, tuple)]
+    busy = [o for o in outcomes if isinstance(o, str)]
+    assert 1 <= len(done) <= 1 + QUEUE_SIZE and len(done) + len(busy) == NUM_CALLS
+    assert all("\n" not in message and "full" in message for message in busy), busy
+    for video_path, person_path, summary in done:
+        assert summary.startswith(SYNTHETIC_NOTICE)
+        assert verify_file(video_path).marked and Path(person_path).suffix == ".safetensors"
+
+    # Still up: bad input is a one-line error, then a good call runs.
+    photos = [handle_file(str(assets.astronaut_path()))]
+    with pytest.raises(AppError, match="give a driving video"):
+        client.predict(photos, None, None, "relative", "0", False, False, api_name="/animate")
+    driver = handle_file(str(media["driver"]))
+    video_path, _, _ = client.predict(
+        photos, None, driver, "relative", "0", False, False, api_name="/animate"
+    )
+    assert verify_file(video_path).marked

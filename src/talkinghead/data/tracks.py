@@ -10,14 +10,18 @@ crop does not jitter from frame to frame.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
 from talkinghead.config.prep import PrepConfig
 from talkinghead.landmarks import detect, geometry
+
+Item = TypeVar("Item")
 
 
 @dataclass
@@ -114,6 +118,31 @@ def crop_track(track: Track, config: PrepConfig) -> CroppedTrack:
         landmarks=transform.apply(landmarks).astype(np.float32),
         box=box,
     )
+
+
+def smooth_stream(
+    items: Iterable[tuple[Item, np.ndarray]], window: int
+) -> Iterator[tuple[Item, np.ndarray]]:
+    """:func:`geometry.smooth_sequence` on a stream of ``(item, landmarks)``, in order.
+
+    The same centred moving average as ``prep`` applies to a whole track (see
+    :func:`crop_track`), equal to it frame for frame, edges included; each result comes
+    ``window // 2`` frames late, so a live driver waits two frames at the default window of 5.
+    """
+    half = max(window, 1) // 2
+    recent: deque[tuple[Item, np.ndarray]] = deque(maxlen=2 * half + 1)
+    for count, item in enumerate(items, start=1):
+        recent.append(item)
+        if count > half:  # frame count-1-half now has all of its window
+            yield _smoothed_at(recent, len(recent) - 1 - half, window)
+    for position in range(max(len(recent) - half, 0), len(recent)):
+        # The last frames: their window is cut short by the end, as in smooth_sequence.
+        yield _smoothed_at(recent, position, window)
+
+
+def _smoothed_at(recent: deque, position: int, window: int) -> tuple:
+    values = np.stack([landmarks for _, landmarks in recent])
+    return recent[position][0], geometry.smooth_sequence(values, window)[position]
 
 
 def crop_image(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:

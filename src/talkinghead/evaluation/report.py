@@ -1,18 +1,24 @@
-"""Evaluation outputs: a terminal table, JSON, a Markdown report and two figures (PNG)."""
+"""Evaluation outputs: terminal tables, JSON, a Markdown report and two figures (PNG).
+
+Tables list every person's row and, per (protocol, method, T), an ``all`` row: the mean of the
+per-person rows over the whole held-out set (each person weighs the same).
+"""
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from talkinghead.evaluation.bars import ALL, check_bars
 from talkinghead.fileio import atomic_write_text
+from talkinghead.landmarks.rasterize import draw_landmarks
 from talkinghead.provenance import OutputMark
 
-METRIC_COLUMNS = (
+IDENTIFIERS = ("video", "protocol", "method", "T")
+SELF_COLUMNS = (
     "fid",  # only with the user's FID Inception weights
     "lpips",  # only with the user's VGG16 + LPIPS weights
     "ssim",
@@ -21,28 +27,112 @@ METRIC_COLUMNS = (
     "identity_distance",
     "identity_frechet",  # Frechet distance on identity descriptors: not FID
     "landmark_error",
+    "landmark_misses",  # fraction of frames where dlib finds no face
+    "jitter_ratio",  # on the consecutive run: result / real frames
+    "mouth_correlation",
+)
+CROSS_COLUMNS = (
+    "csim",
+    "identity_distance",  # to A (the person)
+    "same_person_fraction",  # frames with distance to A below 0.6
+    "driver_distance",  # to B (the driver)
+    "landmark_error",
     "landmark_misses",
+    "jitter_ratio",  # result / the driver's real frames
+    "mouth_correlation",
+)
+TITLES = {
+    "self": "Self-reenactment (hold-out frames; jitter and mouth on the consecutive run)",
+    "cross": "Cross-person: A driven by B's consecutive run (relative motion)",
+}
+DEFINITIONS = (
+    "Self-reenactment: personalise on T frames of a video's first part, render hold-out frames "
+    "of its second part from their own landmarks, compare with the real frames. Cross: person "
+    "A driven by B's consecutive frames (relative motion); identity against A's shots "
+    "(same_person_fraction: frames with distance below 0.6) and against B's frames "
+    "(driver_distance), landmark error against the motion targets. SSIM/PSNR on the face crop; "
+    "CSIM = cosine of dlib face descriptors (not centred: any two faces score ~0.8, so compare "
+    "rows); identity distance = their euclidean distance (dlib: same person below 0.6); "
+    "identity_frechet = Frechet distance between the descriptor sets (not FID); FID and LPIPS "
+    "only with the user's weights; landmark error normalised by the inter-ocular distance; "
+    "landmark_misses = fraction of frames where dlib finds no face on the result. Temporal "
+    "measures use a run of consecutive frames from the middle of each video's second part "
+    "(self: rendered from its own landmarks; cross: B's run drives A), with landmarks found by "
+    "dlib on the results and on the real frames alike: jitter = mean norm of the second "
+    "difference of landmark positions over the inter-ocular distance, jitter_ratio = result's / "
+    "real frames'; mouth_correlation = Pearson correlation of the inner-lip opening (over the "
+    "inter-ocular distance) of the result with the real frames'. 'all' rows: the mean over the "
+    "held-out people of their rows."
 )
 
 
 def summarise(rows: list[dict]) -> list[dict]:
-    """Mean of every metric over videos, one row per (protocol, method, T)."""
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    """Every person's row, then per (protocol, method, T) an ``all`` row: the mean of each
+    metric over the people (values that are None, e.g. no face found, are left out)."""
+    groups: dict[tuple, list[dict]] = {}
     for row in rows:
-        groups[(row["protocol"], row["method"], row["T"])].append(row)
-    summary = []
-    for (protocol, method, shots), members in sorted(groups.items(), key=lambda kv: kv[0]):
-        entry = {"protocol": protocol, "method": method, "T": shots, "videos": len(members)}
-        for column in METRIC_COLUMNS:
+        groups.setdefault((row["protocol"], row["method"], row["T"]), []).append(row)
+    table = [dict(row) for row in rows]
+    for (protocol, method, shots), members in groups.items():
+        entry = {"video": ALL, "protocol": protocol, "method": method, "T": shots}
+        entry["videos"] = len(members)
+        for column in dict.fromkeys(k for m in members for k in m if k not in IDENTIFIERS):
             values = [m[column] for m in members if m.get(column) is not None]
             entry[column] = float(np.mean(values)) if values else None
-        summary.append(entry)
-    return summary
+        table.append(entry)
+    protocols, methods = _order(rows, "protocol"), _order(rows, "method")
+    videos = _order(rows, "video")
+    videos[ALL] = len(videos)
+    return sorted(
+        table,
+        key=lambda r: (protocols[r["protocol"]], videos[r["video"]], r["T"], methods[r["method"]]),
+    )
+
+
+def _order(rows: list[dict], key: str) -> dict:
+    """Values of ``key`` by first appearance -> rank."""
+    return {value: rank for rank, value in enumerate(dict.fromkeys(r[key] for r in rows))}
+
+
+def _columns(rows: list[dict], protocol: str) -> list[str]:
+    """The protocol's metric columns that hold a value somewhere (FID without weights: none)."""
+    columns = SELF_COLUMNS if protocol == "self" else CROSS_COLUMNS
+    return [c for c in columns if any(r.get(c) is not None for r in rows)]
 
 
 def format_table(summary: list[dict]) -> str:
-    columns = ["protocol", "method", "T", *METRIC_COLUMNS]
-    cells = [[_cell(row.get(c)) for c in columns] for row in summary]
+    """Plain-text tables, one per protocol."""
+    blocks = []
+    for protocol, title in TITLES.items():
+        rows = [r for r in summary if r["protocol"] == protocol]
+        if rows:
+            columns = ["video", "T", "method", *_columns(rows, protocol)]
+            blocks.append(title + "\n" + _text_table(columns, rows))
+    return "\n\n".join(blocks)
+
+
+def format_bars(bars: list[dict]) -> str:
+    """The bars as a plain-text table."""
+    columns = ["bar", "method", "T", "value", "threshold", "pass"]
+    rows = [_bar_cells(b) | {"bar": b["bar"], "method": b["method"], "T": b["T"]} for b in bars]
+    return "Bars (issue 14; the whole held-out set)\n" + _text_table(columns, rows)
+
+
+def format_results(rows: list[dict]) -> str:
+    """What the terminal shows: the tables (every person, then 'all') and the bars."""
+    summary = summarise(rows)
+    return format_table(summary) + "\n\n" + format_bars(check_bars(summary))
+
+
+def _bar_cells(bar: dict) -> dict:
+    verdict = {True: "pass", False: "FAIL", None: "not measured"}[bar["passed"]]
+    verdict += f" ({bar['note']})" if bar.get("note") else ""
+    threshold = "-" if bar["threshold"] is None else f"{bar['op']} {bar['threshold']:.4f}"
+    return {"value": bar["value"], "threshold": threshold, "pass": verdict}
+
+
+def _text_table(columns: list[str], rows: list[dict]) -> str:
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
     lines.append("  ".join("-" * w for w in widths))
@@ -56,39 +146,42 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
 
 
-def markdown(summary: list[dict], timings: dict, model: str) -> str:
-    columns = ["protocol", "method", "T", *METRIC_COLUMNS]
-    lines = [
-        "# talkinghead evaluation",
-        "",
-        f"Model: `{model}`. Self-reenactment: personalise on T frames of a video's first part, "
-        "render hold-out frames of its second part from their own landmarks, compare with the "
-        "real frames. Cross: person A driven by video B (relative motion); CSIM against A's "
-        "shots, landmark error against the motion targets. SSIM/PSNR on the face crop; CSIM = "
-        "cosine of dlib face descriptors (not centred: any two faces score ~0.8, so compare "
-        "rows); identity distance = their euclidean distance (dlib: same person below 0.6); "
-        "identity_frechet = Frechet distance between the descriptor sets (not FID); FID only "
-        "with the user's Inception weights; "
-        "landmark error normalised by the inter-ocular "
-        "distance (misses: frames where no face was found on the result).",
-        "",
-        "| " + " | ".join(columns) + " |",
-        "|" + "---|" * len(columns),
+def _markdown_table(columns: list[str], rows: list[dict]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+
+
+def markdown(
+    summary: list[dict], timings: dict, model: str, bars: list[dict], frames: bool = False
+) -> str:
+    """The report; ``frames``: whether frames.png was written beside it (else no link)."""
+    lines = ["# talkinghead evaluation", "", f"Model: `{model}`. {DEFINITIONS}", ""]
+    bar_rows = [b | _bar_cells(b) for b in bars]
+    lines += ["## Bars (issue 14): the whole held-out set", ""]
+    lines += _markdown_table(["bar", "method", "T", "value", "threshold", "pass"], bar_rows)
+    for heading, pick in (
+        ("Whole held-out set (mean over people)", lambda r: r["video"] == ALL),
+        ("Per person", lambda r: r["video"] != ALL),
+    ):
+        for protocol, title in TITLES.items():
+            rows = [r for r in summary if r["protocol"] == protocol and pick(r)]
+            if rows:
+                columns = ["video", "T", "method", *_columns(rows, protocol)]
+                lines += ["", f"## {heading}: {title}", "", *_markdown_table(columns, rows)]
+    parts = _parts(timings)
+    lines += ["", "## Time per video (seconds)", ""]
+    timing_rows = [
+        {"video": name} | {p: t.get(p, 0.0) for p in parts} for name, t in timings.items()
     ]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in summary]
-    lines += [
-        "",
-        "## Time per video (seconds)",
-        "",
-        "| video | " + " | ".join(_parts(timings)) + " |",
-        "|" + "---|" * (len(_parts(timings)) + 1),
-    ]
-    for name, parts in timings.items():
-        lines.append(
-            f"| {name} | " + " | ".join(f"{parts.get(p, 0.0):.1f}" for p in _parts(timings)) + " |"
-        )
-    lines += ["", "![frames](frames.png)", "", "![metrics vs T](metrics.png)", ""]
-    return "\n".join(lines)
+    lines += _markdown_table(["video", *parts], [_one_decimal(r) for r in timing_rows])
+    lines += [""] + (
+        ["![frames: landmarks | warp | ours | real](frames.png)", ""] if frames else []
+    )
+    return "\n".join([*lines, "![metrics vs T](metrics.png)", ""])
+
+
+def _one_decimal(row: dict) -> dict:
+    return {k: f"{v:.1f}" if isinstance(v, float) else v for k, v in row.items()}
 
 
 def _parts(timings: dict) -> list[str]:
@@ -105,28 +198,53 @@ def write_report(
 ) -> dict[str, Path]:
     """Write results.json, report.md, metrics.png (and frames.png) under ``out``.
 
-    ``grid`` holds generated frames, so it is written through ``mark`` (watermark + signed
-    label; required with a grid); metrics.png is a chart and stays unmarked.
+    ``grid`` holds generated frames (see :func:`frames_grid`), so it is written through
+    ``mark`` (watermark + signed label; required with a grid); metrics.png is a chart and
+    stays unmarked.
     """
     if grid is not None and mark is None:
         raise ValueError("a frames grid holds generated frames: give the OutputMark to write it")
     summary = summarise(rows)
+    bars = check_bars(summary)
     paths = {
         "json": out / "results.json",
         "markdown": out / "report.md",
         "plot": out / "metrics.png",
     }
-    atomic_write_text(
-        paths["json"],
-        json.dumps({"model": model, "summary": summary, "rows": rows, "timings": timings}, indent=2)
-        + "\n",
-    )
-    atomic_write_text(paths["markdown"], markdown(summary, timings, model))
+    results = {"model": model, "bars": bars, "summary": summary, "rows": rows, "timings": timings}
+    atomic_write_text(paths["json"], json.dumps(results, indent=2) + "\n")
+    atomic_write_text(paths["markdown"], markdown(summary, timings, model, bars, grid is not None))
     plot_metrics(summary).save(paths["plot"])
     if grid is not None:
         paths["frames"] = out / "frames.png"
         mark.save_png(paths["frames"], grid)
     return paths
+
+
+def frames_grid(samples: dict) -> np.ndarray | None:
+    """Columns landmarks | warp | ours | real, a few hold-out frames of each person (the
+    :class:`~talkinghead.evaluation.protocol.FrameSamples` by video), under a header; a strip
+    names each person. [H,W,3] uint8; None without samples."""
+    if not samples:
+        return None
+    first = next(iter(samples.values()))
+    size = first.real.shape[1]
+    header = ["landmarks", "warp", f"ours\n{first.label}", "real"]
+    blocks = [_text_strip(header, size, 28)]
+    for name, sample in samples.items():
+        blocks.append(_text_strip([name], 4 * size, 14))
+        for row in zip(sample.landmarks, sample.warp, sample.ours, sample.real):
+            blocks.append(np.concatenate([draw_landmarks(row[0], size), *row[1:]], axis=1))
+    return np.concatenate(blocks, axis=0)
+
+
+def _text_strip(texts: list[str], cell_width: int, height: int) -> np.ndarray:
+    """A white strip [height, cell_width * len(texts), 3] with one text per cell."""
+    image = Image.new("RGB", (cell_width * len(texts), height), "white")
+    draw = ImageDraw.Draw(image)
+    for index, text in enumerate(texts):
+        draw.multiline_text((index * cell_width + 3, 1), text, fill="black", spacing=2)
+    return np.asarray(image)
 
 
 COLOURS = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189))
@@ -170,9 +288,12 @@ def plot_lines(
     return image
 
 
-def plot_metrics(summary: list[dict], metrics=("ssim", "csim", "landmark_error")) -> Image.Image:
-    """Metric vs T for each self-reenactment method, one panel per metric, side by side."""
-    rows = [r for r in summary if r["protocol"] == "self"]
+def plot_metrics(
+    summary: list[dict], metrics=("ssim", "psnr", "identity_distance", "landmark_error")
+) -> Image.Image:
+    """Metric vs T for each self-reenactment method over the whole held-out set ('all' rows),
+    one panel per metric, side by side."""
+    rows = [r for r in summary if r["protocol"] == "self" and r["video"] == ALL]
     panels = []
     for metric in metrics:
         series = {}

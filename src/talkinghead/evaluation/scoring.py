@@ -5,19 +5,30 @@ Frames are RGB uint8 [N,H,W,3] face crops; landmarks [N,68,2] crop pixels.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
 from talkinghead.data.episodes import to_tensor
 from talkinghead.evaluation import frechet
+from talkinghead.evaluation.temporal import inter_ocular, motion_scores
 from talkinghead.landmarks import detect
 from talkinghead.models.face_identity import FaceIdentityNet, extract_face_chips
 
-INTER_OCULAR = (36, 45)  # outer eye corners (iBUG)
+SAME_PERSON = 0.6  # dlib's threshold on descriptor distance: same person below it
+
+
+class RealFrames(NamedTuple):
+    """Real face crops of one person and what is known of them."""
+
+    images: np.ndarray  # [N,H,W,3] uint8
+    landmarks: np.ndarray  # [N,68,2] the tracked landmarks that crop (and drive) them
+    found: np.ndarray | None = None  # [N,68,2] landmarks dlib finds on them, NaN: no face
 
 
 class Scorer:
-    """SSIM, PSNR, CSIM and landmark error; the identity network is loaded once."""
+    """SSIM, PSNR, identity, landmark and motion scores; the identity network is loaded once."""
 
     def __init__(self, identity: FaceIdentityNet | None = None, fid_network=None, lpips=None):
         self.identity = identity or FaceIdentityNet.from_dlib_file()
@@ -63,13 +74,45 @@ class Scorer:
             scores["lpips"] = float(distances.mean())
         return scores
 
-    def cross_identity(self, generated, shots, shot_landmarks, targets) -> dict:
-        """Identity against the mean descriptor of the source shots; motion against targets."""
-        reference = self.descriptors(shots, shot_landmarks).mean(0, keepdim=True)
+    def temporal(self, generated: np.ndarray, driver_found: np.ndarray) -> dict:
+        """Jitter and mouth opening of consecutive frames against the driver's real frames
+        (``driver_found``: landmarks dlib found on them, see :func:`find_landmarks`)."""
+        return motion_scores(find_landmarks(generated), driver_found)
+
+    def cross_identity(
+        self, generated: np.ndarray, targets: np.ndarray, source: RealFrames, driver: RealFrames
+    ) -> dict:
+        """Person A (``source``: A's shots) driven by B's consecutive frames (``driver``, with
+        ``found``), rendered at ``targets``.
+
+        Identity against the mean descriptor of A's shots (mean distance, and the fraction of
+        frames below dlib's same-person threshold) and of B's frames; landmark error against
+        the targets; jitter and mouth opening against B's real frames.
+        """
+        reference = self.descriptors(source.images, source.landmarks).mean(0, keepdim=True)
+        other = self.descriptors(driver.images, driver.landmarks).mean(0, keepdim=True)
         fake = self.descriptors(generated, targets)
-        error, misses = landmark_error(generated, targets)
-        identity = self.identity_scores(fake, reference.expand_as(fake))
-        return {**identity, "landmark_error": error, "landmark_misses": misses}
+        found = find_landmarks(generated)
+        error, misses = landmark_error_of(found, targets)
+        to_source = torch.linalg.vector_norm(fake - reference, dim=1)
+        return {
+            **self.identity_scores(fake, reference.expand_as(fake)),
+            "same_person_fraction": float((to_source < SAME_PERSON).double().mean()),
+            "driver_distance": float(torch.linalg.vector_norm(fake - other, dim=1).mean()),
+            "landmark_error": error,
+            "landmark_misses": misses,
+            **motion_scores(found, driver.found),
+        }
+
+
+def find_landmarks(frames: np.ndarray) -> np.ndarray:
+    """dlib's 68 landmarks on each frame [N,H,W,3] -> [N,68,2]; NaN where no face is found."""
+    found = np.full((len(frames), 68, 2), np.nan)
+    for index, frame in enumerate(frames):
+        faces = detect.detect_faces(frame)
+        if faces:
+            found[index] = detect.predict_landmarks(frame, faces[0].box)
+    return found
 
 
 def landmark_error(frames: np.ndarray, targets: np.ndarray) -> tuple[float | None, float]:
@@ -78,16 +121,16 @@ def landmark_error(frames: np.ndarray, targets: np.ndarray) -> tuple[float | Non
     Landmarks are detected on each result with dlib; frames where no face is found are counted
     as misses (their fraction is returned) and left out of the mean.
     """
-    errors, misses = [], 0
-    for frame, target in zip(frames, targets):
-        faces = detect.detect_faces(frame)
-        if not faces:
-            misses += 1
-            continue
-        found = detect.predict_landmarks(frame, faces[0].box)
-        scale = np.linalg.norm(target[INTER_OCULAR[0]] - target[INTER_OCULAR[1]])
-        errors.append(float(np.linalg.norm(found - target, axis=1).mean() / max(scale, 1e-6)))
-    return (float(np.mean(errors)) if errors else None), misses / max(len(frames), 1)
+    return landmark_error_of(find_landmarks(frames), targets)
+
+
+def landmark_error_of(found: np.ndarray, targets: np.ndarray) -> tuple[float | None, float]:
+    """:func:`landmark_error` from landmarks already found (NaN rows: no face)."""
+    hit = np.isfinite(found).all(axis=(1, 2))
+    scale = np.maximum(inter_ocular(targets[hit]), 1e-6)
+    errors = np.linalg.norm(found[hit] - targets[hit], axis=-1).mean(axis=-1) / scale
+    error = float(errors.mean()) if hit.any() else None
+    return error, float(1 - hit.mean()) if len(found) else 0.0
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,6 +1,6 @@
 """The inference pipeline: one object from a model bundle to personalised, animated frames.
 
-    head = TalkingHead.from_checkpoint("models/default-small-128.safetensors")
+    head = TalkingHead.from_checkpoint("model.safetensors")  # talkinghead export output
     person = head.personalize([photo], finetune_steps=0)        # RGB uint8 arrays in
     frames = head.animate(person, driver_landmarks, reference)  # RGB uint8 arrays out
 
@@ -21,14 +21,20 @@ from talkinghead.checkpoint import load_weights, read_info
 from talkinghead.config.base import from_dict
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import to_tensor, to_uint8
+from talkinghead.device import resolve_device, resolve_precision
 from talkinghead.errors import UserError
 from talkinghead.inference.faces import FaceCrop, crop_face
 from talkinghead.inference.person import Person
 from talkinghead.landmarks import geometry, motion
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
-from talkinghead.models import build_models
+from talkinghead.models import build_generator, build_models, uses_shots
+from talkinghead.models.warp_generator import Shots
 from talkinghead.training.content import build_training_content_loss
 from talkinghead.training.fine_tuning import FineTuneConfig, finetune
+
+# Warp family: a frame is rendered from at most this many of the person's shots (each costs a
+# motion-net pass per frame), chosen to cover the widest range of poses and expressions.
+MAX_RENDER_SHOTS = 8
 
 
 class TalkingHead:
@@ -37,10 +43,10 @@ class TalkingHead:
     def __init__(
         self, preset: Preset, models, model_hash: str, device: str = "cpu", precision: str = "fp32"
     ):
-        if precision not in ("fp32", "bf16"):
-            raise UserError(f"unknown precision {precision!r} (fp32 or bf16)")
-        self.preset, self.model_hash, self.precision = preset, model_hash, precision
-        self.device = torch.device(device)
+        # device: auto|cpu|cuda[:N]|mps; precision: auto|fp32|bf16|fp16 (talkinghead.device).
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)  # fp32, bf16 or fp16
+        self.preset, self.model_hash = preset, model_hash
         self.embedder = models.embedder.to(self.device).eval()
         # channels-last convolutions are ~15% faster on CPU (bench/models.py), 2x with bf16.
         self.generator = models.generator.to(self.device, memory_format=torch.channels_last).eval()
@@ -48,12 +54,19 @@ class TalkingHead:
         self.image_size = preset.model.image_size
         self.notes: list[str] = []  # warnings for the caller to show (several faces, ...)
         self._fine_tuned: list[tuple[Person, torch.nn.Module]] = []
+        self._shots_cache: tuple | None = None  # (person, generator, its encoded shots)
 
     @classmethod
     def from_checkpoint(
         cls, path: str | Path, device: str = "cpu", precision: str = "fp32"
     ) -> TalkingHead:
-        """Load an exported bundle (``talkinghead export``); errors name the file."""
+        """Load an exported bundle (``talkinghead export``); errors name the file.
+
+        ``device`` and ``precision`` are checked before the file is read, so an absent device
+        costs no load (``"auto"`` for both picks what is fastest here: talkinghead.device).
+        """
+        device = resolve_device(device)
+        precision = resolve_precision(precision, device)
         path = Path(path)
         info = read_info(path)
         if info.config_type != "Preset":
@@ -71,6 +84,30 @@ class TalkingHead:
         )
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
         return cls(preset, models, digest, device, precision)
+
+    @classmethod
+    def from_pretrained(
+        cls, path: str | Path | None = None, device: str = "auto", precision: str = "auto"
+    ) -> TalkingHead:
+        """A bundle by path, or with none the bundled default model (warp-128, offline)."""
+        from talkinghead import assets  # the one place for model lookup
+
+        return cls.from_checkpoint(path or assets.default_model_path(), device, precision)
+
+    def to(self, device: str | torch.device, precision: str | None = None) -> TalkingHead:
+        """Move every network (fine-tuned people's included) to ``device``; returns self.
+
+        ``precision``: as in :meth:`from_checkpoint`; None keeps the current one (checked
+        against the new device: fp16 needs CUDA).
+        """
+        self.device = resolve_device(str(device))
+        self.precision = resolve_precision(precision or self.precision, self.device)
+        # Module.to keeps each tensor's memory format, so G stays channels-last.
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.nn.Module):  # E, G, D and the content loss once built
+                setattr(self, name, value.to(self.device))
+        self._fine_tuned = [(p, g.to(self.device)) for p, g in self._fine_tuned]
+        return self
 
     @functools.cached_property
     def content_loss(self) -> torch.nn.Module:
@@ -103,14 +140,14 @@ class TalkingHead:
     def personalize(
         self,
         photos: Sequence[np.ndarray],
-        finetune_steps: int | None = 0,
+        finetune_steps: int | str | None = "auto",
         progress: bool = True,
         names: Sequence[str] | None = None,
     ) -> Person:
         """A Person from 1-32 photos (or video frames) of one person.
 
-        ``finetune_steps``: 0 = feed-forward (psi = P e_new); None = the default for the number
-        of shots (~125 for 1, ~230 for 30+, early stop); n = at most n steps.
+        ``finetune_steps``: 0 = feed-forward (psi = P e_new); "auto" or None = the default for
+        the number of shots (~125 for 1, ~230 for 30+, early stop); n = at most n steps.
         """
         if not 1 <= len(photos) <= 32:
             raise UserError(f"personalise needs 1 to 32 images, got {len(photos)}")
@@ -121,11 +158,12 @@ class TalkingHead:
         self,
         crops: Sequence[FaceCrop],
         photo: np.ndarray | None = None,
-        finetune_steps: int | None = 0,
+        finetune_steps: int | str | None = "auto",
         progress: bool = True,
     ) -> Person:
         """A Person from face crops already cut (e.g. by ``prep`` or the evaluation)."""
         embedding = self.embed(crops)
+        finetune_steps = None if finetune_steps == "auto" else finetune_steps
         info: dict = {"num_shots": len(crops), "finetune_steps": 0}
         generator_state = None
         with torch.no_grad():
@@ -187,7 +225,7 @@ class TalkingHead:
         for cached_person, generator in self._fine_tuned:
             if cached_person is person:
                 return generator
-        generator = build_models(self.preset.model).generator
+        generator = build_generator(self.preset.model)
         generator.load_state_dict(person.generator_state)
         generator = generator.to(self.device, memory_format=torch.channels_last).eval()
         self._fine_tuned = [(person, generator), *self._fine_tuned[:3]]
@@ -198,19 +236,41 @@ class TalkingHead:
         """Frames [T,S,S,3] uint8 of the person with landmarks [T,68,2] (crop pixels)."""
         generator = self._generator_for(person)
         psi = person.psi.to(self.device)[None]
+        shots = self._encoded_shots(person, generator) if uses_shots(generator) else None
         out = []
         autocast = torch.autocast(self.device.type, torch.bfloat16, self.precision == "bf16")
         for start in range(0, len(landmarks), batch_size):
-            drawn = draw_landmarks_batch(landmarks[start : start + batch_size], self.image_size)
+            points = landmarks[start : start + batch_size]
+            drawn = draw_landmarks_batch(points, self.image_size)
             with autocast:
                 drawn = to_tensor(drawn).to(self.device, memory_format=torch.channels_last)
-                images = generator(drawn, psi.expand(len(drawn), -1))
+                psi_batch = psi.expand(len(drawn), -1)
+                if shots is None:
+                    images = generator(drawn, psi_batch)
+                else:
+                    targets = torch.from_numpy(np.asarray(points, np.float32)).to(self.device)
+                    images = generator(drawn, targets, psi_batch, shots).image
             out.append(to_uint8(images))
         return (
             np.concatenate(out)
             if out
             else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
         )
+
+    def _encoded_shots(self, person: Person, generator: torch.nn.Module) -> Shots:
+        """The person's shots encoded by G (warp family), once per person and generator."""
+        cached = self._shots_cache
+        if cached and cached[0] is person and cached[1] is generator:
+            return cached[2]
+        picks = spread_shots(person.shot_landmarks, MAX_RENDER_SHOTS)
+        frames = to_tensor(person.shots[picks]).to(self.device)
+        drawn = to_tensor(draw_landmarks_batch(person.shot_landmarks[picks], self.image_size))
+        points = torch.from_numpy(person.shot_landmarks[picks].astype(np.float32))
+        shots = generator.encode_shots(
+            frames[None], drawn.to(self.device)[None], points.to(self.device)[None]
+        )
+        self._shots_cache = (person, generator, shots)
+        return shots
 
     def animate(
         self,
@@ -220,7 +280,42 @@ class TalkingHead:
         mode: str = "relative",
         batch_size: int = 8,
     ) -> np.ndarray:
-        """The person driven by landmarks [T,68,2] (driver frame pixels) -> [T,S,S,3] uint8."""
+        """The person driven by landmarks [T,68,2] (driver frame pixels) -> [T,S,S,3] uint8.
+
+        Given a video path instead, it is :meth:`animate_video` (an ``Animation`` whose frames
+        carry the provenance marks and whose ``save`` writes the marked video).
+        """
+        if isinstance(driver_landmarks, (str, Path)):
+            return self.animate_video(person, driver_landmarks)
         reference = driver_landmarks[0] if reference is None else reference
         targets = self.target_landmarks(person, driver_landmarks, reference, mode)
         return self.render(person, targets, batch_size)
+
+    def animate_video(self, person: Person, driver, fps=None, *, options=None, marking=None):
+        """The person driven by a video file or its frames -> frames marked as the CLI's are.
+
+        A shortcut for :func:`talkinghead.api.animate_video` (which opens the file, so that this
+        class stays arrays in, arrays out): returns a :class:`talkinghead.api.Animation`, whose
+        ``.frames`` are [T,S,S,3] uint8 and whose ``.save(path)`` writes the labelled video.
+        ``options``: an ``AnimateOptions``; ``marking``: a ``MarkingOptions`` (on by default).
+        """
+        from talkinghead import api
+
+        return api.animate_video(self, person, driver, fps, options, marking)
+
+
+def spread_shots(shot_landmarks: np.ndarray, count: int) -> np.ndarray:
+    """Indices of up to ``count`` shots [T,68,2] spread over poses (farthest-point sampling from
+    the first shot, whose landmarks relative motion starts from)."""
+    if len(shot_landmarks) <= count:
+        return np.arange(len(shot_landmarks))
+    centred = shot_landmarks - shot_landmarks.mean(axis=1, keepdims=True)
+    shapes = (centred / np.linalg.norm(centred, axis=(1, 2), keepdims=True)).reshape(
+        len(shot_landmarks), -1
+    )
+    picks = [0]
+    distance = np.linalg.norm(shapes - shapes[0], axis=1)
+    while len(picks) < count:
+        picks.append(int(distance.argmax()))
+        distance = np.minimum(distance, np.linalg.norm(shapes - shapes[picks[-1]], axis=1))
+    return np.array(picks)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from talkinghead.errors import UserError
 from talkinghead.inference.compose import paste_back, side_by_side
 from talkinghead.inference.driving import track_driver
 from talkinghead.inference.person import Person
@@ -27,13 +28,22 @@ class AnimateOptions:
     side_by_side: bool = False  # driver | landmarks | result
     paste_back: bool = False  # the face pasted into the full source photo
     max_gap: int = 15  # frames a lost driver face is bridged by holding its last landmarks
+    smooth_window: int | None = None  # driver landmark smoothing (frames); None = as prep
+    # Relative motion starts from these driver landmarks (frame pixels): see
+    # driving.choose_reference for a frame number or the frame closest in pose to the source.
+    # None: the driver's first frame with a face.
+    reference_landmarks: np.ndarray | None = field(default=None, compare=False)
+    # Without reference_landmarks, the faceless opening frames wait in memory for the first
+    # face (its landmarks are the reference): at most this many.
+    max_lead_frames: int = 150
 
 
 @dataclass
 class StageTimes:
     seconds: dict[str, float] = field(default_factory=dict)
     frames: int = 0
-    held_frames: int = 0
+    held_frames: int = 0  # driver face lost: the last landmarks held
+    lead_frames: int = 0  # before the driver's first face: the reference pose shown
 
     def add(self, stage: str, seconds: float) -> None:
         self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
@@ -64,36 +74,60 @@ def animate_frames(
     times: StageTimes | None = None,
     driver_name: str = "driver",
 ) -> Iterator[np.ndarray]:
-    """Yield one output frame (RGB uint8) per driver frame."""
+    """Yield one output frame (RGB uint8) per driver frame.
+
+    Frames before the driver's first face (a fade-in) show the person in the reference pose.
+    """
     times = times if times is not None else StageTimes()
     decoded = _Timed(frames, times, "decode")
     tracked = _Timed(
-        track_driver(decoded, head.preset.prep, options.max_gap, driver_name),
+        track_driver(
+            decoded, head.preset.prep, options.max_gap, driver_name, options.smooth_window
+        ),
         times,
         "landmarks+decode",
     )
-    reference, chunk = None, []
-    for frame, landmarks, held in tracked:
-        reference = landmarks if reference is None else reference
-        times.held_frames += held
-        chunk.append((frame, landmarks))
+    chunk = []
+    for item in _with_reference(tracked, options, times, driver_name):
+        chunk.append(item)
         if len(chunk) == options.batch_size:
-            yield from _render_chunk(head, person, chunk, reference, options, times)
+            yield from _render_chunk(head, person, chunk, options, times)
             chunk = []
     if chunk:
-        yield from _render_chunk(head, person, chunk, reference, options, times)
+        yield from _render_chunk(head, person, chunk, options, times)
     times.seconds["landmarks"] = times.seconds.pop("landmarks+decode", 0.0) - times.seconds.get(
         "decode", 0.0
     )
 
 
-def _render_chunk(head, person, chunk, reference, options, times) -> Iterator[np.ndarray]:
+def _with_reference(tracked, options, times, name) -> Iterator[tuple]:
+    """``(frame, landmarks, reference)`` per driver frame; the faceless opening frames get the
+    reference landmarks, so they wait (at most ``max_lead_frames``) when it is not given."""
+    reference, leading = options.reference_landmarks, []
+    for frame, landmarks, held in tracked:
+        if landmarks is None:
+            times.lead_frames += 1
+            if reference is not None:
+                yield frame, reference, reference
+                continue
+            leading.append(frame)
+            if len(leading) > options.max_lead_frames:
+                raise UserError(f"{name}: no face in the first {options.max_lead_frames} frames")
+            continue
+        reference = landmarks if reference is None else reference
+        yield from ((lead, reference, reference) for lead in leading)
+        leading = []
+        times.held_frames += held
+        yield frame, landmarks, reference
+
+
+def _render_chunk(head, person, chunk, options, times) -> Iterator[np.ndarray]:
     start = time.perf_counter()
-    driver = np.stack([landmarks for _, landmarks in chunk])
-    targets = head.target_landmarks(person, driver, reference, options.mode)
+    driver = np.stack([landmarks for _, landmarks, _ in chunk])
+    targets = head.target_landmarks(person, driver, chunk[0][2], options.mode)
     faces = head.render(person, targets, options.batch_size)
     times.add("render", time.perf_counter() - start)
-    for (frame, _), face, target in zip(chunk, faces, targets):
+    for (frame, _, _), face, target in zip(chunk, faces, targets):
         start = time.perf_counter()
         out = face
         if options.paste_back:

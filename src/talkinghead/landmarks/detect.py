@@ -10,12 +10,15 @@ from dataclasses import dataclass
 
 import dlib
 import numpy as np
+from PIL import Image
 
 from talkinghead import assets
 
 # dlib's HOG detector finds faces down to about 80 px: small frames are upsampled (once below
 # 400 px, twice below 160 px, e.g. 64-128 px face crops).
 _SMALL_FRAME, _TINY_FRAME = 400, 160
+# The smallest face each detector finds without upsampling (its sliding window's side).
+_WINDOW = {"hog": 80, "mmod": 40}
 
 
 @dataclass(frozen=True)
@@ -45,20 +48,38 @@ def auto_upsample(image: np.ndarray) -> int:
     return 2 if side < _TINY_FRAME else 1 if side < _SMALL_FRAME else 0
 
 
-def detect_faces(image: np.ndarray, detector: str = "hog", upsample: int = -1) -> list[Face]:
+def detect_faces(
+    image: np.ndarray, detector: str = "hog", upsample: int = -1, min_face: int = 0
+) -> list[Face]:
     """Faces in an RGB uint8 image [H,W,3], largest first.
 
-    ``upsample`` < 0 chooses automatically (see :func:`auto_upsample`).
+    ``upsample`` < 0 chooses automatically (see :func:`auto_upsample`). ``min_face`` > 0: find
+    faces down to ``min_face`` px, in the image enlarged so that they fill the detector's window
+    when they would not otherwise (faces of 32 px in a 1280 px group photo: ~3 s, 6x a plain
+    pass). For photos: video frames keep the fast pass.
     """
+    if detector not in _WINDOW:
+        raise ValueError(f"unknown detector {detector!r} (hog or mmod)")
     image = np.ascontiguousarray(image)
     upsample = auto_upsample(image) if upsample < 0 else upsample
+    smallest = _WINDOW[detector] / 2**upsample  # the smallest face a plain pass finds
+    if min_face <= 0 or smallest <= min_face:
+        return _run_detector(image, detector, upsample)
+    # A fractional enlargement costs (2.5x)^2 the pixels, where dlib's own upsampling (2x per
+    # step) would need two steps, 16x: 2.7 s instead of 6.9 s on the Solvay group photo.
+    scale = smallest / min_face
+    height, width = image.shape[:2]
+    size = (round(width * scale), round(height * scale))
+    enlarged = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    return [Face(f.box / scale, f.score) for f in _run_detector(enlarged, detector, upsample)]
+
+
+def _run_detector(image: np.ndarray, detector: str, upsample: int) -> list[Face]:
     if detector == "hog":
         rects, scores, _ = _hog().run(image, upsample, 0.0)
         faces = [Face(_rect_box(r), float(s)) for r, s in zip(rects, scores)]
-    elif detector == "mmod":
-        faces = [Face(_rect_box(d.rect), float(d.confidence)) for d in _mmod()(image, upsample)]
     else:
-        raise ValueError(f"unknown detector {detector!r} (hog or mmod)")
+        faces = [Face(_rect_box(d.rect), float(d.confidence)) for d in _mmod()(image, upsample)]
     return sorted(faces, key=lambda f: -float(np.prod(f.box[2:] - f.box[:2])))
 
 

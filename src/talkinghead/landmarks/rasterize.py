@@ -20,7 +20,7 @@ class FacePart(NamedTuple):
     colour: tuple[int, int, int]
 
 
-# The paper's partition of the 68 iBUG points (PAPER.md); colours are ours, chosen distinct.
+# The paper's partition of the 68 iBUG points into coloured parts; colours are ours, distinct.
 FACE_PARTS: tuple[FacePart, ...] = (
     FacePart("jaw", range(0, 17), False, (255, 255, 255)),
     FacePart("right_brow", range(17, 22), False, (255, 0, 0)),

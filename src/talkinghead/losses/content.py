@@ -6,7 +6,7 @@ content loss is a list of :class:`FeatureTerm`: any callable mapping images ``[N
 ``.descriptor``, like the face-identity network's output). Networks are built and loaded by the
 caller (or by :func:`build_content_loss`) and passed in; the loss only compares activations.
 
-When no VGG weights are available (the usual case offline, see ASSETS.md), the default becomes
+When no VGG weights are available (the usual case offline, see README), the default becomes
 the dlib face-identity network's features and descriptor plus pixel L1 and SSIM terms.
 """
 

@@ -26,7 +26,7 @@ class RunLogger:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
-        except ImportError:  # tensorboard is an optional extra
+        except ImportError:  # optional: pip install 'talkinghead[tensorboard]'; log.jsonl always
             self._tensorboard = None
 
     def scalars(self, step: int, values: dict[str, float]) -> None:

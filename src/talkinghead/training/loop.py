@@ -2,8 +2,10 @@
 
 A short orchestrator: build the data, the learner and the logger, then per step one generator
 step and ``discriminator_steps`` discriminator steps. Checkpoints are written periodically and
-when SIGTERM/SIGINT arrives (atomically, rank 0 only); ``resume`` continues the same run with
-the same episodes, weights, optimiser moments, EMA, W and step.
+when SIGTERM/SIGINT arrives (atomically, rank 0 only, the last few kept); ``resume`` continues
+the same run with the same episodes, weights, optimiser moments, EMA, W and step, and
+``resume="auto"`` does so when the run folder has a checkpoint and starts the run otherwise, so
+that one command serves a first start, torchrun's ``--max-restarts`` and a Slurm requeue.
 """
 
 from __future__ import annotations
@@ -14,12 +16,18 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from talkinghead.checkpoint import load_training_state, save_training_state
+from talkinghead.checkpoint import (
+    LATEST_CHECKPOINT,
+    latest_run_checkpoint,
+    load_training_state,
+    save_run_checkpoint,
+)
 from talkinghead.config.base import from_dict, save_yaml, to_dict
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import EpisodeDataset
@@ -43,32 +51,37 @@ class RunResult:
     stopped_by_signal: bool
 
 
-CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_NAME = LATEST_CHECKPOINT
+ResumeMode = bool | Literal["auto"]
 
 
 def train(
     preset: Preset,
     data_root: str | Path,
     run_dir: str | Path,
-    resume: bool = False,
+    resume: ResumeMode = False,
     progress: bool = True,
     vgg19: str | None = None,
     vggface: str | None = None,
     device: str = "auto",
     log=print,
+    keep_checkpoints: int = 2,
 ) -> RunResult:
-    """Run (or resume) meta-learning until ``preset.train.max_steps``."""
+    """Run (or resume) meta-learning until ``preset.train.max_steps``.
+
+    ``resume``: False starts a run (an existing one is an error), True continues one (a missing
+    one is an error), "auto" continues one if there is a checkpoint and starts one otherwise.
+    ``keep_checkpoints``: how many ``checkpoint-<step>.pt`` to keep.
+    """
     run_dir = Path(run_dir)
     dist = distributed.init_distributed(device)
     config = preset.train
     data = EpisodeDataset(
         data_root, config.num_shots, preset.model.image_size, config.flip_probability, config.seed
     )
-    checkpoint_path = run_dir / CHECKPOINT_NAME
-    state = _load_resume_state(checkpoint_path, preset, data) if resume else None
+    checkpoint_path = run_dir / CHECKPOINT_NAME  # the latest of the kept checkpoints
+    state = _resume_state(run_dir, resume, preset, data, dist)
     step = state["step"] if state else 0
-    if not resume and checkpoint_path.exists():
-        raise UserError(f"{run_dir}: holds a run already; pass --resume or choose a new folder")
     content_loss, description = build_training_content_loss(preset.loss, vgg19, vggface)
     learner = MetaLearner(preset, data.num_videos, content_loss, dist.device)
     if state:
@@ -125,7 +138,7 @@ def train(
                 logger.samples(step, batch.target_landmarks, batch.target_frame, result.generated)
             stop = distributed.broadcast_flag(stopper.raised, dist.device)
             if stop or step % config.checkpoint_every == 0 or step == config.max_steps:
-                _save(checkpoint_path, learner, step, preset, data, dist)
+                _save(run_dir, keep_checkpoints, learner, step, preset, data, dist)
             if stop:
                 _log0(
                     dist,
@@ -194,10 +207,10 @@ def _open_logger(run_dir: Path, preset: Preset, data: EpisodeDataset, dist):
     return RunLogger(run_dir)
 
 
-def _save(path: Path, learner: MetaLearner, step, preset: Preset, data, dist) -> None:
+def _save(run_dir: Path, keep: int, learner: MetaLearner, step, preset, data, dist) -> None:
     if dist.is_main:
-        save_training_state(
-            path,
+        save_run_checkpoint(
+            run_dir,
             {
                 "step": step,
                 "config": to_dict(preset),
@@ -205,13 +218,37 @@ def _save(path: Path, learner: MetaLearner, step, preset: Preset, data, dist) ->
                 "learner": learner.training_state(),
                 "rng": _rng_state(),
             },
+            keep,
         )
     distributed.barrier()
 
 
+def _resume_state(run_dir: Path, resume: ResumeMode, preset, data, dist) -> dict | None:
+    """The checkpoint to continue from, or None to start the run (see :func:`train`)."""
+    if resume not in (True, False, "auto"):
+        raise UserError(f"resume must be True, False or 'auto', got {resume!r}")
+    path = latest_run_checkpoint(run_dir)
+    # Every rank reads the checkpoint rank 0 wrote: they must all see the same run folder.
+    seen_by_any = distributed.broadcast_flag(path is not None, dist.device)
+    seen_by_all = not distributed.broadcast_flag(path is None, dist.device)
+    if seen_by_any != seen_by_all:
+        raise UserError(
+            f"{run_dir}: some processes see a checkpoint there and some do not; the run folder "
+            "must be on a filesystem that every node shares"
+        )
+    if resume == "auto":
+        resume = path is not None
+    if not resume and path is not None:
+        raise UserError(
+            f"{run_dir}: holds a run already; pass --resume (or --resume auto) or choose a new "
+            "folder"
+        )
+    if resume and path is None:
+        raise UserError(f"{run_dir}: nothing to resume (no checkpoint in this run folder)")
+    return _load_resume_state(path, preset, data) if resume else None
+
+
 def _load_resume_state(path: Path, preset: Preset, data: EpisodeDataset) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: nothing to resume (no checkpoint in this run folder)")
     state = load_training_state(path)
     saved = from_dict(Preset, state["config"], where=str(path))
     if to_dict(saved.model) != to_dict(preset.model) or to_dict(saved.loss) != to_dict(preset.loss):

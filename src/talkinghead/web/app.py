@@ -11,10 +11,15 @@ bottleneck, and one model object is shared), bad input is shown as its one-line 
 result is labelled synthetic on the page and in its file name, and marked as synthetic in the file
 (watermark, tags, signed C2PA manifest; the page cannot turn that off). Nothing is fetched from
 the internet: analytics are off, no share link, and the default theme's fonts are served locally.
+
+Fine-tuning is on by default ("auto" steps, as ``--finetune-steps``): the person is kept for the
+next click with the same photos and settings, and offered as a file to upload next time. The page
+is also an API (``/animate``, plain file paths in and out): callable from ``gradio_client``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -22,13 +27,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from talkinghead import assets
+from talkinghead.api import finetune_steps_value
 from talkinghead.errors import UserError
 from talkinghead.inference import jobs
+from talkinghead.inference.person import Person
 from talkinghead.inference.render import AnimateOptions
 from talkinghead.provenance import MarkingOptions, verify_file
 from talkinghead.video import probe, read_frames
@@ -55,12 +63,42 @@ class WebConfig:
     max_video_seconds: float = 30.0  # driving video
     max_photos: int = 8
     queue_size: int = 8  # requests waiting beyond the one running; more are turned away
+    finetune_steps: str = "auto"  # the page's setting to start with: auto, 0 or N
+    device: str = "auto"  # auto|cpu|cuda[:N]|mps (talkinghead.device)
+    precision: str = "auto"  # auto|fp32|bf16|fp16
 
 
 @dataclass(frozen=True)
 class Result:
     video: Path
     summary: str  # Markdown, starting with the synthetic notice
+    person_file: Path | None = None  # the person, to download and upload next time
+
+
+class PersonCache:
+    """The last few people made, by what made them: a second click with the same photos and
+    settings reuses the person instead of fine-tuning again (the slow part of a run)."""
+
+    def __init__(self, size: int = 4):
+        self.size, self._people = size, OrderedDict()
+
+    @staticmethod
+    def key(photos: Sequence[Path], finetune_steps: int | None, model_hash: str) -> str:
+        """sha256 of the photos' bytes (in order), the fine-tuning setting and the model."""
+        digest = hashlib.sha256(f"{model_hash} {finetune_steps}".encode())
+        for photo in photos:
+            digest.update(hashlib.sha256(photo.read_bytes()).digest())
+        return digest.hexdigest()
+
+    def get(self, key: str) -> Person | None:
+        if key in self._people:
+            self._people.move_to_end(key)
+        return self._people.get(key)
+
+    def put(self, key: str, person: Person) -> None:
+        self._people[key] = person
+        while len(self._people) > self.size:
+            self._people.popitem(last=False)
 
 
 class DemoRunner:
@@ -68,31 +106,57 @@ class DemoRunner:
 
     def __init__(self, config: WebConfig, out_dir: Path):
         self.config, self.out_dir = config, out_dir
-        self.head = jobs.load_model(config.model)
+        self.head = jobs.load_model(config.model, config.device, config.precision)
+        self.people = PersonCache()
 
     def run(
         self,
         photos: Sequence[Path],
         driver: Path | None,
         options: AnimateOptions = AnimateOptions(),
-        finetune_steps: int = 0,
+        finetune_steps: int | str | None = "auto",
         progress: Progress = _no_progress,
+        person_file: Path | None = None,
     ) -> Result:
-        """Personalise on ``photos``, animate with ``driver``; UserError for bad input."""
+        """Personalise on ``photos`` (or load ``person_file``), animate with ``driver``.
+
+        ``finetune_steps``: "auto" (the count for the number of photos), 0 (feed-forward) or
+        at most N steps, as ``--finetune-steps``. UserError for bad input.
+        """
         start = time.perf_counter()
-        self._check(photos, driver)
-        # The previous result was copied into Gradio's cache when it was shown.
-        for old in self.out_dir.glob("*.mp4"):
+        steps = self._check(photos, driver, finetune_steps, person_file)
+        # The previous results were copied into Gradio's cache when they were shown.
+        for old in [*self.out_dir.glob("*.mp4"), *self.out_dir.glob("*.safetensors")]:
             old.unlink()
         self.head.notes.clear()
         progress(0.0, desc="finding the face in the photos")
-        person = jobs.personalize(self.head, list(photos), None, steps=finetune_steps)
+        person, made_by = self._person(photos, steps, person_file)
         progress(0.0, desc="rendering frames")
         out = self.out_dir / f"synthetic-talkinghead-{uuid.uuid4().hex[:8]}.mp4"
         report = jobs.animate_file(
             self.head, person, driver, out, options, marking=MarkingOptions()
         )
-        return Result(out, self._summary(report, finetune_steps, time.perf_counter() - start))
+        saved = None
+        if person_file is None:
+            saved = self.out_dir / f"person-{uuid.uuid4().hex[:8]}.safetensors"
+            person.save(saved)
+        summary = self._summary(report, made_by, time.perf_counter() - start)
+        return Result(out, summary, saved)
+
+    def _person(
+        self, photos: Sequence[Path], steps: int | None, person_file: Path | None
+    ) -> tuple[Person, str]:
+        """The person and how it was made (for the summary): loaded, reused or personalised."""
+        if person_file is not None:
+            return Person.load(person_file, self.head.model_hash), "person from the uploaded file"
+        key = PersonCache.key(photos, steps, self.head.model_hash)
+        person = self.people.get(key)
+        if person is not None:
+            return person, "the same person as an earlier run (same photos and settings)"
+        person = jobs.personalize(self.head, list(photos), None, steps=steps)
+        self.people.put(key, person)
+        done = person.info["finetune_steps"]
+        return person, f"fine-tuned {done} steps" if done else "feed-forward"
 
     def check(self, path: Path | None) -> str:
         """The ``talkinghead verify`` report on one video or picture; UserError for bad files."""
@@ -100,9 +164,21 @@ class DemoRunner:
             raise UserError("give a video or picture to check")
         return "\n".join(verify_file(path).lines())
 
-    def _check(self, photos: Sequence[Path], driver: Path | None) -> None:
-        if not 1 <= len(photos) <= self.config.max_photos:
-            raise UserError(f"give 1 to {self.config.max_photos} photos of the person")
+    def _check(
+        self,
+        photos: Sequence[Path],
+        driver: Path | None,
+        finetune_steps: int | str | None,
+        person_file: Path | None,
+    ) -> int | None:
+        """Refuse bad input before any work; returns the fine-tuning steps (None = auto)."""
+        steps = finetune_steps_value(finetune_steps)
+        if steps is not None and steps > MAX_FINETUNE_STEPS:
+            raise UserError(f"at most {MAX_FINETUNE_STEPS} fine-tuning steps here, got {steps}")
+        if person_file is None and not 1 <= len(photos) <= self.config.max_photos:
+            raise UserError(
+                f"give 1 to {self.config.max_photos} photos of the person, or a person file"
+            )
         if driver is None:
             raise UserError("give a driving video (or pick the example)")
         seconds = driver_seconds(driver, self.config.max_video_seconds)
@@ -111,12 +187,12 @@ class DemoRunner:
                 f"{driver.name}: the driving video is longer than the limit of "
                 f"{self.config.max_video_seconds:g} s"
             )
+        return steps
 
-    def _summary(self, report: jobs.AnimateReport, finetune_steps: int, seconds: float) -> str:
-        tuning = f"fine-tuned {finetune_steps} steps" if finetune_steps else "feed-forward"
+    def _summary(self, report: jobs.AnimateReport, made_by: str, seconds: float) -> str:
         lines = [
             SYNTHETIC_NOTICE,
-            f"{report.frames} frames at {report.fps:.2f} fps, {tuning}, made in {seconds:.1f} s.",
+            f"{report.frames} frames at {report.fps:.2f} fps, {made_by}, made in {seconds:.1f} s.",
         ]
         if report.times.held_frames:
             lines.append(
@@ -146,9 +222,9 @@ def tidy_message(message: str, uploads: Sequence[Path]) -> str:
     return message
 
 
-def _gallery_paths(gallery) -> list[Path]:
-    """Gallery value (a list of (path, caption)) to paths."""
-    return [Path(item[0] if isinstance(item, (tuple, list)) else item) for item in gallery or []]
+def _file_paths(files) -> list[Path]:
+    """A file list's value (paths, or Gradio file objects with a ``.name``) to paths."""
+    return [Path(getattr(item, "name", item)) for item in files or []]
 
 
 INTRO = (
@@ -187,17 +263,10 @@ def build_app(config: WebConfig, out_dir: Path):
                 inputs = _input_column(gr, config)
                 button = gr.Button("Make the video", variant="primary", elem_id="run")
             with gr.Column():
-                video = gr.Video(
-                    label="Result: SYNTHETIC video",
-                    interactive=False,
-                    autoplay=True,
-                    loop=True,
-                    elem_id="result",
-                )
-                summary = gr.Markdown(
-                    "The result appears here, labelled as synthetic.", elem_id="summary"
-                )
-        button.click(run, inputs, [video, summary])
+                outputs = _output_column(gr)
+        # The API view documents this endpoint: photos and files as plain file paths, so that
+        # gradio_client's handle_file() values pass Gradio's validation.
+        button.click(run, inputs, outputs, api_name="animate")
         gr.Markdown(CHECK_INTRO)
         with gr.Row():
             with gr.Column():
@@ -240,6 +309,7 @@ def _click_handler(gr, runner: DemoRunner):
 
     def run(
         photos,
+        person_file,
         driver,
         mode,
         finetune_steps,
@@ -247,29 +317,45 @@ def _click_handler(gr, runner: DemoRunner):
         side_by_side,
         progress=gr.Progress(track_tqdm=True),  # noqa: B008 (Gradio finds it by this default)
     ):
-        photo_paths = _gallery_paths(photos)
+        photo_paths = _file_paths(photos)
+        person_path = Path(person_file) if person_file else None
         driver_path = Path(driver) if driver else None
+        uploads = [*photo_paths, *(p for p in (person_path, driver_path) if p)]
         options = AnimateOptions(mode=mode, paste_back=paste_back, side_by_side=side_by_side)
         try:
-            result = runner.run(photo_paths, driver_path, options, int(finetune_steps), progress)
+            result = runner.run(
+                photo_paths, driver_path, options, finetune_steps, progress, person_path
+            )
         except UserError as exc:
-            uploads = [*photo_paths, *([driver_path] if driver_path else [])]
             raise _refuse(gr, exc, uploads) from None
-        return str(result.video), tidy_message(result.summary, photo_paths)
+        person_out = str(result.person_file) if result.person_file else None
+        return str(result.video), person_out, tidy_message(result.summary, uploads)
 
     return run
 
 
 def _input_column(gr, config: WebConfig) -> list:
-    """Photos, driver, the bundled example and the options, in the handler's argument order."""
-    photos = gr.Gallery(
+    """Photos (or a person file), driver, the bundled example and the options, in the
+    handler's argument order."""
+    photos = gr.File(
         label=f"Photos of the person (1-{config.max_photos})",
+        file_count="multiple",
         file_types=["image"],
         type="filepath",
-        interactive=True,
-        columns=4,
-        height=220,
+        height=140,
         elem_id="photos",
+    )
+    preview = gr.Gallery(
+        show_label=False, columns=4, height=120, interactive=False, elem_id="photos-preview"
+    )
+    # A file list for the photos (its API value is plain paths), thumbnails beside it.
+    photos.change(lambda files: files, photos, preview, queue=False, api_visibility="private")
+    person = gr.File(
+        label="... or a person file from an earlier run (instead of the photos)",
+        file_types=[".safetensors"],
+        type="filepath",
+        height=80,
+        elem_id="person-upload",
     )
     driver = gr.Video(
         label=f"Driving video (up to {config.max_video_seconds:g} s)",
@@ -292,17 +378,37 @@ def _input_column(gr, config: WebConfig) -> list:
             info="relative: the driver's motion on the person's own face shape; "
             "absolute (the paper): the driver's landmarks, face shape included",
         )
-        finetune_steps = gr.Slider(
-            0,
-            MAX_FINETUNE_STEPS,
-            value=0,
-            step=10,
-            label="Fine-tuning steps (0 = feed-forward, fastest)",
+        finetune_steps = gr.Dropdown(
+            ["auto", "0", "50", "100", "200", str(MAX_FINETUNE_STEPS)],
+            value=config.finetune_steps,
+            allow_custom_value=True,
+            label="Fine-tuning steps",
+            info="auto (best): by the number of photos, ~125 for one; 0 = feed-forward, "
+            "fastest. The same photos and setting again reuse the person.",
+            elem_id="finetune-steps",
         )
         with gr.Row():
             paste_back = gr.Checkbox(label="paste back into the photo")
             side_by_side = gr.Checkbox(label="side by side: driver | landmarks | result")
-    return [photos, driver, mode, finetune_steps, paste_back, side_by_side]
+    return [photos, person, driver, mode, finetune_steps, paste_back, side_by_side]
+
+
+def _output_column(gr) -> list:
+    """The result video, the person file to download, the summary: the handler's outputs."""
+    video = gr.Video(
+        label="Result: SYNTHETIC video",
+        interactive=False,
+        autoplay=True,
+        loop=True,
+        elem_id="result",
+    )
+    person = gr.File(
+        label="Person file: upload it next time to skip the fine-tuning",
+        interactive=False,
+        elem_id="person-download",
+    )
+    summary = gr.Markdown("The result appears here, labelled as synthetic.", elem_id="summary")
+    return [video, person, summary]
 
 
 def serve(host: str = "127.0.0.1", port: int = 7860, config: WebConfig = WebConfig()) -> None:
