@@ -10,8 +10,10 @@ split a corpus with no coordination and their manifests together make the whole.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import multiprocessing
+import signal
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -222,7 +224,16 @@ def run_prep(
 def _pool(num_workers: int):
     if num_workers <= 1:
         return contextlib.nullcontext(None)
-    return multiprocessing.get_context("forkserver").Pool(num_workers)
+    # spawn, not forkserver: the workers' parent is then this process, which PDEATHSIG follows.
+    return multiprocessing.get_context("spawn").Pool(num_workers, _die_with_parent)
+
+
+def _die_with_parent() -> None:
+    """Workers end when their parent does (Linux): a killed run must not leave orphans that go
+    on writing records, or a resumed run would race them."""
+    # Not Linux (no prctl): orphans finish their current source and stop.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _check_unique(sources: list[Source]) -> None:

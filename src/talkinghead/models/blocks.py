@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from talkinghead.models.attention import SelfAttention
-from talkinghead.models.spectral import sn_conv
+from talkinghead.models.spectral import sn_conv, sn_linear
 
 NormKind = Literal["none", "instance", "adain"]
 Resample = Literal["none", "down", "up"]
@@ -65,6 +65,40 @@ def upsample_2x(x: Tensor) -> Tensor:
         return F.interpolate(x, scale_factor=2.0, mode="nearest")
     n, c, h, w = x.shape
     return x[:, :, :, None, :, None].expand(n, c, h, 2, w, 2).reshape(n, c, 2 * h, 2 * w)
+
+
+class AdainProjection:
+    """What both generator families share about psi (mix into an ``nn.Module``).
+
+    ``build_projection(embedding_dim, adain_sizes)`` records the AdaIN consumers' sizes, makes P
+    (one spectrally normalised linear layer, as in the lab's code) and starts P's bias at the
+    neutral psi (every scale 1, every shift 0), so an untrained P gives plain instance norms
+    instead of scales near 0 that would erase the signal.
+    """
+
+    def build_projection(self, embedding_dim: int, adain_sizes: tuple[int, ...]) -> None:
+        self.adain_sizes = adain_sizes
+        self.psi_dim = sum(adain_sizes)
+        self.projection = sn_linear(embedding_dim, self.psi_dim)  # P
+        with torch.no_grad():
+            self.projection.bias.copy_(self.neutral_psi())
+
+    def neutral_psi(self) -> Tensor:
+        """psi that turns every AdaIN into a plain instance norm. ``[psi_dim]``.
+
+        Modules are registered in the order ``forward`` consumes psi, so walking them in
+        registration order gives the layout (a test checks this against forward).
+        """
+        norms = [m for m in self.modules() if isinstance(m, AdaptiveInstanceNorm)]
+        return torch.cat([norm.neutral_params() for norm in norms]).to(self.projection.bias)
+
+    def project(self, embedding: Tensor) -> Tensor:
+        """psi = P e-hat: ``[N,embedding_dim]`` -> ``[N,psi_dim]``."""
+        return self.projection(embedding)
+
+    def check_psi(self, psi: Tensor) -> None:
+        if psi.dim() != 2 or psi.shape[1] != self.psi_dim:
+            raise ValueError(f"expected psi [N,{self.psi_dim}], got {tuple(psi.shape)}")
 
 
 def make_norm(kind: NormKind, channels: int) -> nn.Module:

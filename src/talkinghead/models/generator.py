@@ -6,13 +6,13 @@ import torch
 from torch import Tensor, nn
 
 from talkinghead.config.model import GeneratorConfig
-from talkinghead.models.blocks import AdaptiveInstanceNorm, ResidualStack
-from talkinghead.models.spectral import sn_conv, sn_linear
+from talkinghead.models.blocks import AdainProjection, AdaptiveInstanceNorm, ResidualStack
+from talkinghead.models.spectral import sn_conv
 
 IMAGE_CHANNELS = 3
 
 
-class Generator(nn.Module):
+class Generator(AdainProjection, nn.Module):
     """G: image-to-image network (Johnson et al.) whose every AdaIN is driven by psi = P e-hat.
 
     Encoder: downsampling blocks with instance norm; bottleneck: residual blocks with AdaIN;
@@ -57,38 +57,21 @@ class Generator(nn.Module):
         )
         self.output_norm = AdaptiveInstanceNorm(self.decoder.out_channels)
         self.output_conv = sn_conv(self.decoder.out_channels, IMAGE_CHANNELS)
-        self.adain_sizes = (
-            self.bottleneck.num_adain_params,
-            self.decoder.num_adain_params,
-            self.output_norm.num_adain_params,
+        self.build_projection(
+            embedding_dim,
+            (
+                self.bottleneck.num_adain_params,
+                self.decoder.num_adain_params,
+                self.output_norm.num_adain_params,
+            ),
         )
-        self.psi_dim = sum(self.adain_sizes)
-        self.projection = sn_linear(embedding_dim, self.psi_dim)  # P
-        # P's bias starts at the neutral psi (every scale 1, every shift 0), so an untrained P
-        # gives plain instance norms instead of scales near 0 that would erase the signal.
-        with torch.no_grad():
-            self.projection.bias.copy_(self.neutral_psi())
-
-    def neutral_psi(self) -> Tensor:
-        """psi that turns every AdaIN into a plain instance norm. ``[psi_dim]``.
-
-        Modules are registered in the order :meth:`forward` consumes psi, so walking them in
-        registration order gives the layout (a test checks this against forward).
-        """
-        norms = [m for m in self.modules() if isinstance(m, AdaptiveInstanceNorm)]
-        return torch.cat([norm.neutral_params() for norm in norms]).to(self.projection.bias)
-
-    def project(self, embedding: Tensor) -> Tensor:
-        """psi = P e-hat: ``[N,embedding_dim]`` -> ``[N,psi_dim]``."""
-        return self.projection(embedding)
 
     def forward(self, landmark_image: Tensor, psi: Tensor) -> Tensor:
         """Render: ``landmark_image [N,3,H,W]`` in [-1,1], ``psi [N,psi_dim]``.
 
         Returns the frame ``[N,3,H,W]`` in [-1,1] (tanh), the same convention as the inputs.
         """
-        if psi.dim() != 2 or psi.shape[1] != self.psi_dim:
-            raise ValueError(f"expected psi [N,{self.psi_dim}], got {tuple(psi.shape)}")
+        self.check_psi(psi)
         bottleneck_params, decoder_params, output_params = psi.split(self.adain_sizes, dim=1)
         x = self.encoder(landmark_image)
         x = self.bottleneck(x, bottleneck_params)

@@ -32,8 +32,13 @@ from torch import Tensor, nn
 
 from talkinghead.config.model import WarpGeneratorConfig
 from talkinghead.models import flow
-from talkinghead.models.blocks import AdaptiveInstanceNorm, ResBlock, ResidualStack
-from talkinghead.models.spectral import sn_conv, sn_linear
+from talkinghead.models.blocks import (
+    AdainProjection,
+    AdaptiveInstanceNorm,
+    ResBlock,
+    ResidualStack,
+)
+from talkinghead.models.spectral import sn_conv
 
 IMAGE_CHANNELS = 3
 # Motion net input: target landmark image, warped shot landmark image, warped shot pixels.
@@ -96,7 +101,7 @@ class MotionNet(nn.Module):
         return out[:, :2], out[:, 2]
 
 
-class WarpGenerator(nn.Module):
+class WarpGenerator(AdainProjection, nn.Module):
     """G for the ``warp`` family. ``forward(target_landmark_image, target_points, psi, shots)``.
 
     Psi's layout is derived from the AdaIN layers as in the paper's generator (bottleneck, up
@@ -109,7 +114,7 @@ class WarpGenerator(nn.Module):
         super().__init__()
         self.config, self.image_size, self.embedding_dim = config, image_size, embedding_dim
         feature_channels = config.feature_channels
-        self.shot_encoder = ResidualStack(
+        encoder = lambda: ResidualStack(  # noqa: E731
             IMAGE_CHANNELS,
             feature_channels,
             input_size=image_size,
@@ -117,14 +122,7 @@ class WarpGenerator(nn.Module):
             norm="instance",
             first_preactivation=False,
         )
-        self.target_encoder = ResidualStack(
-            IMAGE_CHANNELS,
-            feature_channels,
-            input_size=image_size,
-            resample="down",
-            norm="instance",
-            first_preactivation=False,
-        )
+        self.shot_encoder, self.target_encoder = encoder(), encoder()
         self.motion = MotionNet(config.motion_channels, config.num_motion_blocks, config.flow_size)
         # How sharply the pose prior prefers the closest shot; learned, starts near a hard choice.
         self.log_pose_temperature = nn.Parameter(torch.tensor(float(config.pose_temperature)).log())
@@ -148,24 +146,14 @@ class WarpGenerator(nn.Module):
         self.output_conv = nn.Conv2d(in_channels, IMAGE_CHANNELS + 1, 3, padding=1)
         with torch.no_grad():
             self.output_conv.bias[IMAGE_CHANNELS].fill_(MASK_INIT_LOGIT)
-        self.adain_sizes = (
-            self.bottleneck.num_adain_params,
-            *(up.num_adain_params for up in self.ups),
-            self.output_norm.num_adain_params,
+        self.build_projection(
+            embedding_dim,
+            (
+                self.bottleneck.num_adain_params,
+                *(up.num_adain_params for up in self.ups),
+                self.output_norm.num_adain_params,
+            ),
         )
-        self.psi_dim = sum(self.adain_sizes)
-        self.projection = sn_linear(embedding_dim, self.psi_dim)  # P
-        with torch.no_grad():
-            self.projection.bias.copy_(self.neutral_psi())
-
-    def neutral_psi(self) -> Tensor:
-        """psi that turns every AdaIN into a plain instance norm. ``[psi_dim]``."""
-        norms = [m for m in self.modules() if isinstance(m, AdaptiveInstanceNorm)]
-        return torch.cat([norm.neutral_params() for norm in norms]).to(self.projection.bias)
-
-    def project(self, embedding: Tensor) -> Tensor:
-        """psi = P e-hat: ``[N,embedding_dim]`` -> ``[N,psi_dim]``."""
-        return self.projection(embedding)
 
     def encode_shots(self, frames: Tensor, landmark_images: Tensor, points: Tensor) -> Shots:
         """Encode ``[N,K,3,S,S]`` shots (with their landmark images and ``[N,K,68,2]`` points)."""
@@ -181,8 +169,7 @@ class WarpGenerator(nn.Module):
         ``psi [N,psi_dim]``; ``shots`` from :meth:`encode_shots` with N items (or 1, shared), or
         with no ``features`` to encode them here (training: inside DDP's forward).
         """
-        if psi.dim() != 2 or psi.shape[1] != self.psi_dim:
-            raise ValueError(f"expected psi [N,{self.psi_dim}], got {tuple(psi.shape)}")
+        self.check_psi(psi)
         if not shots.features:
             shots = self.encode_shots(shots.frames, shots.landmark_images, shots.points)
         n = target_landmark_image.shape[0]
