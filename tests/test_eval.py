@@ -16,7 +16,7 @@ from talkinghead import assets
 from talkinghead.checkpoint import save_weights
 from talkinghead.cli import main
 from talkinghead.config import preset as presets
-from talkinghead.evaluation import baselines, temporal
+from talkinghead.evaluation import baselines, protocol, temporal
 from talkinghead.evaluation.bars import check_bars
 from talkinghead.evaluation.protocol import EvalConfig, evaluate
 from talkinghead.evaluation.report import (
@@ -27,6 +27,7 @@ from talkinghead.evaluation.report import (
     write_report,
 )
 from talkinghead.evaluation.scoring import Scorer, find_landmarks, landmark_error, psnr, ssim
+from talkinghead.inference.faces import FaceCrop
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.landmarks import detect
 from talkinghead.models import build_models
@@ -216,6 +217,20 @@ def test_mouth_opening_and_its_correlation_on_known_series():
     gaps = speech.copy()
     gaps[[3, 9]] = np.nan  # frames without a face are left out
     assert temporal.correlation(gaps, speech) == pytest.approx(1.0)
+    # A driver who does not speak (opening varies by 0.005 inter-ocular distances): not measured.
+    quiet = _face_series(24, 4 + 0.2 * np.sin(np.linspace(0, 6, 24)))
+    assert temporal.motion_scores(quiet, quiet)["mouth_correlation"] is None
+
+
+def test_the_run_is_the_window_where_the_mouth_moves_most():
+    opening = np.r_[np.full(20, 4.0), 4 + 3 * np.sin(np.arange(10))]  # speaks from frame 20
+    blank = np.zeros((8, 8, 3), np.uint8)
+    crops = [FaceCrop(blank, lm, np.zeros(4), 1) for lm in _face_series(30, opening)]
+    video = protocol.TestVideo("still, then speaking", crops)  # not a test class: by module
+    ids = {id(c): i for i, c in enumerate(crops)}
+    run = [ids[id(c)] for c in video.run(6, 1 / 3)]  # the second part: frames 10-29
+    assert run == list(range(run[0], run[0] + 6)) and run[0] >= 20
+    assert [ids[id(c)] for c in video.run(40, 1 / 3)] == list(range(10, 30))  # all there is
 
 
 def test_motion_scores_of_real_frames(clip_frames):
@@ -269,9 +284,9 @@ def _bars_summary(changes: dict | None = None) -> list[dict]:
         _row("all", FEED_FORWARD, 1, **good | {"ssim": 0.4, "identity_distance": 0.55}),
         _row("all", OURS, 8, "cross", **cross),
     ]
-    for (method, shots, protocol), values in (changes or {}).items():
+    for where, values in (changes or {}).items():
         for row in rows:
-            if (row["method"], row["T"], row["protocol"]) == (method, shots, protocol):
+            if (row["method"], row["T"], row["protocol"]) == where:
                 row.update(values)
     return rows
 

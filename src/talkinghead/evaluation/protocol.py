@@ -5,9 +5,10 @@ same scoring code.
 
 Temporal measures (jitter, mouth opening) need consecutive frames, which the paper's hold-out
 frames (spread evenly over the second part) are not: each video also gives a *run* of
-consecutive frames from the middle of its second part. Self-reenactment renders the run from its
-own landmarks (jitter and mouth against the real run); cross-identity drives person A with B's
-run (relative motion).
+consecutive frames of its second part, the window where the mouth moves most (so that mouth
+sync is measured while the person speaks). Self-reenactment renders the run from its own
+landmarks (jitter and mouth against the real run); cross-identity drives person A with B's run
+(relative motion).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from talkinghead.errors import UserError
 from talkinghead.evaluation import baselines
 from talkinghead.evaluation.bars import FEED_FORWARD, FINE_TUNED, main_shots
 from talkinghead.evaluation.scoring import RealFrames, Scorer, find_landmarks
+from talkinghead.evaluation.temporal import mouth_opening
 from talkinghead.inference.faces import FaceCrop
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.landmarks import motion
@@ -53,9 +55,14 @@ class TestVideo:
         return _evenly(first, num_shots), _evenly(second, num_holdout)
 
     def run(self, num_frames: int, split: float) -> list[FaceCrop]:
-        """``num_frames`` consecutive frames from the middle of the second part."""
+        """``num_frames`` consecutive frames of the second part: the window in which the
+        tracked mouth opening varies most (the first such window)."""
         _, second = self._parts(split)
-        start = max(0, (len(second) - num_frames) // 2)
+        if len(second) <= num_frames:
+            return second
+        opening = mouth_opening(np.stack([c.landmarks for c in second]))
+        spread = [opening[i : i + num_frames].std() for i in range(len(second) - num_frames + 1)]
+        start = int(np.argmax(spread))
         return second[start : start + num_frames]
 
     def _parts(self, split: float) -> tuple[list[FaceCrop], list[FaceCrop]]:

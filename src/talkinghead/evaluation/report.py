@@ -56,12 +56,14 @@ DEFINITIONS = (
     "identity_frechet = Frechet distance between the descriptor sets (not FID); FID and LPIPS "
     "only with the user's weights; landmark error normalised by the inter-ocular distance; "
     "landmark_misses = fraction of frames where dlib finds no face on the result. Temporal "
-    "measures use a run of consecutive frames from the middle of each video's second part "
-    "(self: rendered from its own landmarks; cross: B's run drives A), with landmarks found by "
+    "measures use a run of consecutive frames of each video's second part, where the mouth "
+    "moves most (self: rendered from its own landmarks; cross: B's run drives A), with "
+    "landmarks found by "
     "dlib on the results and on the real frames alike: jitter = mean norm of the second "
     "difference of landmark positions over the inter-ocular distance, jitter_ratio = result's / "
     "real frames'; mouth_correlation = Pearson correlation of the inner-lip opening (over the "
-    "inter-ocular distance) of the result with the real frames'. 'all' rows: the mean over the "
+    "inter-ocular distance) of the result with the real frames' (not measured when the real "
+    "mouth opening varies by less than 0.01). 'all' rows: the mean over the "
     "held-out people of their rows."
 )
 

@@ -14,6 +14,9 @@ INTER_OCULAR = (36, 45)  # outer eye corners (iBUG)
 # Inner-lip pairs facing each other across the mouth (iBUG 61-67, 62-66, 63-65).
 INNER_LIPS = ((61, 67), (62, 66), (63, 65))
 MIN_FRAMES = 3  # fewer valid frames than this: no jitter, no correlation
+# A driver whose mouth opening varies less than this (std over the run, in inter-ocular
+# distances; dlib's own noise is ~0.005) does not speak: its correlation would be noise.
+MIN_MOUTH_MOTION = 0.01
 
 
 def inter_ocular(landmarks: np.ndarray) -> np.ndarray:
@@ -74,11 +77,13 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float | None:
 
 def motion_scores(result: np.ndarray, driver: np.ndarray) -> dict:
     """Jitter of a result's landmark series against its driver's (same frames, consecutive),
-    and the correlation of their mouth openings."""
+    and the correlation of their mouth openings (None when the driver's mouth hardly moves)."""
     jitter, driver_jitter = landmark_jitter(result), landmark_jitter(driver)
+    opening = mouth_opening(driver)
+    speaks = np.isfinite(opening).sum() >= MIN_FRAMES and np.nanstd(opening) >= MIN_MOUTH_MOTION
     return {
         "jitter": jitter,
         "driver_jitter": driver_jitter,
         "jitter_ratio": ratio(jitter, driver_jitter),
-        "mouth_correlation": correlation(mouth_opening(result), mouth_opening(driver)),
+        "mouth_correlation": correlation(mouth_opening(result), opening) if speaks else None,
     }

@@ -21,7 +21,7 @@ from talkinghead.checkpoint import load_weights, read_info
 from talkinghead.config.base import from_dict
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import to_tensor, to_uint8
-from talkinghead.device import resolve_device, resolve_precision
+from talkinghead.device import autocast_dtype, resolve_device, resolve_precision
 from talkinghead.errors import UserError
 from talkinghead.inference.faces import FaceCrop, crop_face
 from talkinghead.inference.person import Person
@@ -238,7 +238,8 @@ class TalkingHead:
         psi = person.psi.to(self.device)[None]
         shots = self._encoded_shots(person, generator) if uses_shots(generator) else None
         out = []
-        autocast = torch.autocast(self.device.type, torch.bfloat16, self.precision == "bf16")
+        dtype = autocast_dtype(self.precision)
+        autocast = torch.autocast(self.device.type, dtype or torch.float32, dtype is not None)
         for start in range(0, len(landmarks), batch_size):
             points = landmarks[start : start + batch_size]
             drawn = draw_landmarks_batch(points, self.image_size)
