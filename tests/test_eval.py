@@ -29,7 +29,7 @@ from talkinghead.evaluation.report import (
 from talkinghead.evaluation.scoring import Scorer, find_landmarks, landmark_error, psnr, ssim
 from talkinghead.inference.faces import FaceCrop
 from talkinghead.inference.pipeline import TalkingHead
-from talkinghead.landmarks import detect
+from talkinghead.landmarks import detect, motion
 from talkinghead.models import build_models
 from talkinghead.provenance import OutputMark, verify_file
 
@@ -231,6 +231,20 @@ def test_the_run_is_the_window_where_the_mouth_moves_most():
     run = [ids[id(c)] for c in video.run(6, 1 / 3)]  # the second part: frames 10-29
     assert run == list(range(run[0], run[0] + 6)) and run[0] >= 20
     assert [ids[id(c)] for c in video.run(40, 1 / 3)] == list(range(10, 30))  # all there is
+
+
+def test_relative_motion_starts_from_the_driver_frame_that_matches_the_mouth():
+    """From an open-mouthed first driver frame onto a closed mouth, relative motion would cross
+    the lips: the target's opening would fall as the driver's rises."""
+    speech = np.r_[8.0, 5.0, 0.0, 2.0, 6.0, 9.0, 4.0, 1.0]
+    driver, source = _face_series(8, speech), _face_series(1, np.zeros(1))[0]
+    reference = protocol.matching_reference(source, driver)
+    np.testing.assert_array_equal(reference, driver[2])  # the closed-mouth frame
+    opening = temporal.mouth_opening(driver)
+    for start, sign in ((driver[0], -1.0), (reference, 1.0)):
+        targets = motion.retarget_relative(source, driver, start)
+        correlation = temporal.correlation(temporal.mouth_opening(targets), opening)
+        assert sign * correlation > 0.5
 
 
 def test_motion_scores_of_real_frames(clip_frames):

@@ -48,7 +48,8 @@ TITLES = {
 DEFINITIONS = (
     "Self-reenactment: personalise on T frames of a video's first part, render hold-out frames "
     "of its second part from their own landmarks, compare with the real frames. Cross: person "
-    "A driven by B's consecutive frames (relative motion); identity against A's shots "
+    "A driven by B's consecutive frames (relative motion, from B's frame whose mouth opening "
+    "matches A's first shot); identity against A's shots "
     "(same_person_fraction: frames with distance below 0.6) and against B's frames "
     "(driver_distance), landmark error against the motion targets. SSIM/PSNR on the face crop; "
     "CSIM = cosine of dlib face descriptors (not centred: any two faces score ~0.8, so compare "
