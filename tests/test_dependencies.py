@@ -125,10 +125,12 @@ def test_the_test_extra_is_what_tests_benchmarks_and_scripts_import_beyond_the_p
     extras = project["optional-dependencies"]
     test_extra = [_dist_name(r) for r in extras["test"]]
     web = [_dist_name(r) for r in extras["web"]]
+    board = [_dist_name(r) for r in extras["tensorboard"]]
     assert set(web) <= set(test_extra), "the tests run the web page: the test extra needs 'web'"
+    assert set(board) <= set(test_extra), "the tests read the TensorBoard log"
     beyond = _modules([ROOT / "tests", ROOT / "bench", ROOT / "scripts"])
     beyond -= _providers(main).keys()
-    imported = [d for d in test_extra if d not in TOOLS and d not in web]
+    imported = [d for d in test_extra if d not in TOOLS and d not in web and d not in board]
     _check(beyond, imported, "the 'test' extra")
 
 

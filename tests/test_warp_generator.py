@@ -178,8 +178,7 @@ def test_finetune_and_render_with_a_warp_bundle(tmp_path, crops):
     from talkinghead.inference.faces import FaceCrop
 
     crop_list = [
-        FaceCrop(frames[i], landmarks[i], np.array([0.0, 0, 64, 64]), 1)
-        for i in (0, 40, 80)
+        FaceCrop(frames[i], landmarks[i], np.array([0.0, 0, 64, 64]), 1) for i in (0, 40, 80)
     ]
     person = head.personalize_crops(crop_list, finetune_steps=0, progress=False)
     rendered = head.render(person, landmarks[100:104])
