@@ -63,6 +63,20 @@ def test_tps_maps_target_landmarks_onto_the_shot_within_half_a_pixel(crops):
     assert not torch.allclose(target, source, atol=0.5)  # the pairs really move
 
 
+def test_shots_sharing_a_target_share_its_solve_and_match_one_solve_each(crops):
+    """Rendering maps K shots onto one target: one solve for all K gives each shot's own grid."""
+    _, landmarks = crops
+    target = torch.tensor(landmarks[[5, 60]]).float()  # N=2 targets
+    shots = torch.tensor(landmarks[[[90, 10, 33], [1, 2, 70]]]).float()  # K=3 shots each
+    shared = tps_grid(target, shots, 64, 16)
+    assert shared.shape == (2, 3, 16, 16, 2)
+    for n in range(2):
+        for k in range(3):
+            alone = tps_grid(target[[n]], shots[n, [k]], 64, 16)[0]
+            assert torch.allclose(shared[n, k], alone, atol=1e-5)
+    assert not torch.allclose(shared[0, 0], shared[0, 1], atol=1e-2)  # the shots really differ
+
+
 def test_zero_flow_reproduces_the_shot(crops):
     frames, landmarks = crops
     points = torch.tensor(landmarks[[7]]).float()

@@ -7,6 +7,7 @@ each stage is accumulated for the caller to report.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ import numpy as np
 from talkinghead.errors import UserError
 from talkinghead.inference.compose import paste_back, side_by_side
 from talkinghead.inference.driving import track_driver
+from talkinghead.inference.overlap import prefetch
 from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.landmarks.rasterize import draw_landmarks
@@ -36,6 +38,9 @@ class AnimateOptions:
     # Without reference_landmarks, the faceless opening frames wait in memory for the first
     # face (its landmarks are the reference): at most this many.
     max_lead_frames: int = 150
+    # Decode and find the driver's landmarks in a thread ahead of the renderer (inference/
+    # overlap.py); False runs every stage in the caller's thread, one after another.
+    overlap: bool = True
 
 
 @dataclass
@@ -44,9 +49,12 @@ class StageTimes:
     frames: int = 0
     held_frames: int = 0  # driver face lost: the last landmarks held
     lead_frames: int = 0  # before the driver's first face: the reference pose shown
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def add(self, stage: str, seconds: float) -> None:
-        self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
+        """Add time to a stage; stages in other threads (overlap) add to the same totals."""
+        with self._lock:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + seconds
 
 
 class _Timed:
@@ -87,8 +95,11 @@ def animate_frames(
         times,
         "landmarks+decode",
     )
+    items = _with_reference(tracked, options, times, driver_name)
+    if options.overlap:  # the next batches' decode and landmarks run while this one renders
+        items = prefetch(items, 2 * options.batch_size, "driver landmarks")
     chunk = []
-    for item in _with_reference(tracked, options, times, driver_name):
+    for item in items:
         chunk.append(item)
         if len(chunk) == options.batch_size:
             yield from _render_chunk(head, person, chunk, options, times)

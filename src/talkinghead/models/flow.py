@@ -67,13 +67,23 @@ class ThinPlateSpline(NamedTuple):
 def fit_tps(target_points: Tensor, source_points: Tensor, size: int) -> ThinPlateSpline:
     """The spline that maps target landmarks onto source landmarks and anchors onto themselves.
 
-    ``target_points``, ``source_points``: ``[N,P,2]`` pixels of a ``size`` px frame. Solved in
-    float64: a (P+A+3)^2 system per pair (88 x 88 for 68 landmarks).
+    ``target_points [N,P,2]`` and ``source_points [N,P,2]``, or ``[N,K,P,2]`` for K sources
+    sharing one target: the system depends on the targets only, so it is solved once for all K
+    (``weights [N,C+3,2K]``, source k in columns 2k and 2k+1). Pixels of a ``size`` px frame;
+    solved in float64: a (P+A+3)^2 system (88 x 88 for 68 landmarks).
     """
     device, n = target_points.device, target_points.shape[0]
+    sources = source_points if source_points.dim() == 4 else source_points[:, None]
     anchors = border_anchors(size, device, torch.float64).expand(n, -1, -1)
     controls = torch.cat([pixels_to_grid(target_points.double(), size), anchors], 1)
-    values = torch.cat([pixels_to_grid(source_points.double(), size), anchors], 1)
+    values = torch.cat(
+        [
+            pixels_to_grid(sources.double(), size),
+            anchors[:, None].expand(-1, sources.shape[1], -1, -1),
+        ],
+        2,
+    )  # [N,K,C,2]
+    values = values.permute(0, 2, 1, 3).flatten(2)  # [N,C,2K]
     count = controls.shape[1]
     kernel = _radial(torch.cdist(controls, controls).square())
     kernel = kernel + TPS_REGULARISATION * torch.eye(count, dtype=torch.float64, device=device)
@@ -82,19 +92,25 @@ def fit_tps(target_points: Tensor, source_points: Tensor, size: int) -> ThinPlat
     system[:, :count, :count] = kernel
     system[:, :count, count:] = affine
     system[:, count:, :count] = affine.transpose(1, 2)
-    rhs = torch.cat([values, values.new_zeros(n, 3, 2)], 1)
+    rhs = torch.cat([values, values.new_zeros(n, 3, values.shape[-1])], 1)
     return ThinPlateSpline(controls, torch.linalg.solve(system, rhs))
 
 
 def tps_grid(target_points: Tensor, source_points: Tensor, size: int, out_size: int) -> Tensor:
-    """Backward sampling grid ``[N,out,out,2]``: for each output pixel, where to read the shot.
+    """Backward sampling grid: for each output pixel, where to read the shot.
 
-    The thin-plate spline of :func:`fit_tps`, evaluated at every output pixel centre.
+    The thin-plate spline of :func:`fit_tps`, evaluated at every output pixel centre:
+    ``[N,out,out,2]`` for ``source_points [N,P,2]``; ``[N,K,out,out,2]`` for K shots
+    ``[N,K,P,2]`` seen from one target each (one solve and one kernel evaluation per target).
     """
     spline = fit_tps(target_points, source_points, size)
     n, device = target_points.shape[0], target_points.device
     pixels = identity_grid(out_size, device).reshape(1, -1, 2).expand(n, -1, -1)
-    return spline(pixels).reshape(n, out_size, out_size, 2).to(target_points.dtype)
+    mapped = spline(pixels)  # [N,M,2K]
+    k = mapped.shape[-1] // 2
+    grids = mapped.view(n, out_size, out_size, k, 2).permute(0, 3, 1, 2, 4)
+    grids = grids.to(target_points.dtype)
+    return grids if source_points.dim() == 4 else grids[:, 0]
 
 
 def identity_grid(size: int, device=None, dtype=torch.float32) -> Tensor:

@@ -192,11 +192,12 @@ class WarpGenerator(AdainProjection, nn.Module):
         """Refined sampling grids ``[N*K,f,f,2]``, the residual and confidence logits."""
         k = shots.frames.shape[1]
         size, flow_size = self.image_size, self.config.flow_size
-        targets = target_points[:, None].expand(-1, k, -1, -1).flatten(0, 1)
         # Landmarks are data: the analytic map has no parameters. Kept in fp32 under autocast
-        # (bf16 would put grid points ~0.25 px off at 128 px).
+        # (bf16 would put grid points ~0.25 px off at 128 px). The K shots share each target's
+        # solve.
         with torch.no_grad(), torch.autocast(target_points.device.type, enabled=False):
-            analytic = flow.tps_grid(targets, shots.points.flatten(0, 1), size, flow_size)
+            analytic = flow.tps_grid(target_points.float(), shots.points.float(), size, flow_size)
+            analytic = analytic.flatten(0, 1)
         small = lambda t: F.interpolate(t, size=flow_size, mode="area")  # noqa: E731
         target_small = small(target_landmark_image)
         target_small = target_small[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
