@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from talkinghead import assets
 from talkinghead.errors import UserError
+from talkinghead.inference.overlap import BackgroundSink
 from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.inference.render import AnimateOptions, StageTimes, animate_frames
@@ -107,7 +108,9 @@ def animate_file(
     bar = tqdm(total=info.num_frames or None, unit="frame", desc="animate", disable=not progress)
     audio = driver if info.has_audio else None
     with VideoWriter(out, info.fps, audio_from=audio, metadata=mark.tags()) as writer:
-        for index, frame in enumerate(frames):
+
+        def write(item: tuple[int, np.ndarray]) -> None:  # mark and encode, behind the renderer
+            index, frame = item
             mark_start = time.perf_counter()
             marked = mark.frame(frame, index)
             encode_start = time.perf_counter()
@@ -122,6 +125,14 @@ def animate_file(
             bar.update()
             if stream:
                 bar.set_postfix(fps=f"{(index + 1) / (time.perf_counter() - start):.1f}")
+
+        if options.overlap:
+            with BackgroundSink(write, 2 * options.batch_size, "mark+encode") as sink:
+                for item in enumerate(frames):
+                    sink.put(item)
+        else:
+            for item in enumerate(frames):
+                write(item)
     bar.close()
     finish_start = time.perf_counter()
     note = finish_output(mark, out)

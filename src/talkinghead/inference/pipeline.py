@@ -55,6 +55,8 @@ class TalkingHead:
         self.notes: list[str] = []  # warnings for the caller to show (several faces, ...)
         self._fine_tuned: list[tuple[Person, torch.nn.Module]] = []
         self._shots_cache: tuple | None = None  # (person, generator, its encoded shots)
+        # Another runtime for the per-frame network (ONNX Runtime: inference/onnx_backend.py).
+        self.backend_renderer = None
 
     @classmethod
     def from_checkpoint(
@@ -234,6 +236,8 @@ class TalkingHead:
     @torch.no_grad()
     def render(self, person: Person, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Frames [T,S,S,3] uint8 of the person with landmarks [T,68,2] (crop pixels)."""
+        if self.backend_renderer is not None:
+            return self.backend_renderer.render(person, landmarks, batch_size)
         generator = self._generator_for(person)
         psi = person.psi.to(self.device)[None]
         shots = self._encoded_shots(person, generator) if uses_shots(generator) else None
