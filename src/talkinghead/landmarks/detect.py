@@ -74,6 +74,33 @@ def detect_faces(
     return [Face(f.box / scale, f.score) for f in _run_detector(enlarged, detector, upsample)]
 
 
+def detect_near(image: np.ndarray, landmarks: np.ndarray, detector: str = "hog") -> list[Face]:
+    """Faces near the last known landmarks [68,2]: the detector on a window twice the face's
+    size around it, scaled so that the face is 1.5x the detector's smallest, largest first.
+
+    Re-detecting a tracked face this way costs the same whatever the frame size: ~6x less than
+    :func:`detect_faces` on a 768x480 frame, ~2x less on a 176x144 one (bench/landmarks.py).
+    Empty when the face has moved out of the window: search the whole frame then.
+    """
+    lo, hi = landmarks.min(axis=0), landmarks.max(axis=0)
+    centre, side = (lo + hi) / 2, max(float((hi - lo).max()), 1.0)
+    height, width = image.shape[:2]
+    x0, y0 = (max(0, int(c - side)) for c in centre)
+    x1, y1 = min(width, int(centre[0] + side) + 1), min(height, int(centre[1] + side) + 1)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return []
+    scale = 1.5 * _WINDOW[detector] / side
+    size = (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale)))
+    window = Image.fromarray(np.ascontiguousarray(image[y0:y1, x0:x1])).resize(
+        size, Image.Resampling.BILINEAR
+    )
+    offset = np.array([x0, y0, x0, y0], np.float64)
+    return [
+        Face(f.box / scale + offset, f.score)
+        for f in _run_detector(np.asarray(window), detector, 0)
+    ]
+
+
 def _run_detector(image: np.ndarray, detector: str, upsample: int) -> list[Face]:
     if detector == "hog":
         rects, scores, _ = _hog().run(image, upsample, 0.0)
