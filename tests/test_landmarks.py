@@ -36,6 +36,20 @@ def test_tracking_box_reproduces_landmarks(clip_frames):
     assert np.abs(tracked - detected).mean() < 1.0
 
 
+def test_detect_near_finds_the_followed_face_where_the_whole_frame_does(clip_frames, astronaut):
+    for image in (clip_frames[10], clip_frames[60], astronaut):
+        whole = detect.detect_faces(image)[0]
+        landmarks = detect.predict_landmarks(image, whole.box)
+        near = detect.detect_near(image, landmarks)
+        assert near, "the face next to its own landmarks was not found"
+        assert geometry.box_iou(near[0].box, whole.box) > 0.6
+        again = detect.predict_landmarks(image, near[0].box)
+        interocular = np.linalg.norm(landmarks[36] - landmarks[45])
+        assert np.linalg.norm(again - landmarks, axis=1).mean() < 0.1 * interocular
+    # Far from the face, the window holds none: the caller searches the whole frame.
+    assert detect.detect_near(astronaut, landmarks + [-180.0, 250.0]) == []
+
+
 def _sample_landmarks(size: int) -> np.ndarray:
     rng = np.random.default_rng(0)
     base = np.stack([np.linspace(0.2, 0.8, 68), 0.5 + 0.2 * np.sin(np.arange(68))], 1)
