@@ -555,6 +555,13 @@ def _add_animate(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespac
         metavar="FRAMES",
         help="driver landmark smoothing window, as prep's (default 5; 1 = off)",
     )
+    p.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        default="torch",
+        help="what runs the per-frame network: PyTorch (default) or ONNX Runtime (fp32; needs "
+        "talkinghead[onnx]; the person's network is exported first, a few seconds)",
+    )
     p.add_argument("--no-progress", action="store_true")
     _add_marking_args(p)
     return _run_animate
@@ -573,7 +580,7 @@ def _run_animate(args: argparse.Namespace) -> int:
     from talkinghead.video import read_frames
 
     marking = _marking(args)
-    head = jobs.load_model(args.model, args.device, args.precision)
+    head = jobs.load_model(args.model, args.device, args.precision, args.backend)
     if args.person is not None:
         person = Person.load(args.person, head.model_hash)
     else:
@@ -773,6 +780,132 @@ def _run_web(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_live(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "live",
+        help="a webcam (or a video played as one) drives the person live",
+        description="Webcam -> landmarks -> render, shown in a window, sent to a virtual camera "
+        "and/or recorded; frames the machine cannot keep up with are dropped. Every frame is "
+        "watermarked and carries a visible SYNTHETIC label (no opt-out in live mode).",
+    )
+    _add_source_args(p, person=True)
+    camera = p.add_mutually_exclusive_group()
+    camera.add_argument(
+        "--camera", default="0", metavar="N|DEVICE", help="camera number or device (default 0)"
+    )
+    camera.add_argument("--driver", type=Path, help="a video played as the camera, at its pace")
+    p.add_argument("--virtual-camera", action="store_true", help="also send to a virtual camera")
+    p.add_argument("--no-window", action="store_true", help="no preview window")
+    p.add_argument("--out", type=Path, help="also record the (marked) output here (.mp4)")
+    p.add_argument("--seconds", type=_positive_seconds, help="stop after this many seconds")
+    p.add_argument("--motion", choices=["relative", "absolute"], default="relative")
+    p.add_argument("--size", type=_positive, default=256, help="output side in pixels")
+    p.add_argument("--smooth", type=_positive, metavar="FRAMES", help="still-face smoothing (5)")
+    p.add_argument("--threads", type=_positive, help="render threads (default: all cores but one)")
+    _add_finetune_steps(p)
+    return _run_live
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _run_live(args: argparse.Namespace) -> int:
+    if args.list_faces and args.out is None:
+        raise UserError("--list-faces writes thumbnails next to --out: give --out")
+    shots = None if args.person is not None else _check_shots(args)
+    if args.list_faces:
+        return 0
+    if args.person is not None and not args.person.is_file():
+        raise UserError(f"{args.person}: no such person file")
+    from talkinghead.live import capture
+
+    # The camera opens before torch loads (a missing one is a one-line error at once); it
+    # starts delivering when the loop starts.
+    source, camera = capture.open_source(args.camera, args.driver), None
+    try:
+        if args.virtual_camera:  # opened before the model loads too: no backend fails fast
+            from talkinghead.live.outputs import VirtualCamera
+
+            camera = VirtualCamera(args.size, source.fps)
+        from talkinghead.inference import jobs
+        from talkinghead.inference.person import Person
+        from talkinghead.live import LiveSession, app
+
+        head = jobs.load_model(args.model, args.device, args.precision)
+        if args.person is not None:
+            person = Person.load(args.person, head.model_hash)
+        else:
+            person = _personalize(head, shots, args.finetune_steps, progress=True)
+        app.use_threads(args.threads)  # after fine-tuning, which uses every core
+        session = LiveSession(
+            head,
+            person,
+            mode=args.motion,
+            smooth_window=args.smooth,
+            size=args.size,
+            fps=source.fps,
+        )
+        options = app.LiveOptions(not args.no_window, args.virtual_camera, args.out, args.seconds)
+        stats = app.run_live(session, source, options, camera)
+    finally:
+        source.close()
+        if camera is not None:
+            camera.close()
+    print(app.summary_line(stats.summary(), source))
+    return 0
+
+
+def _add_export_onnx(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "export-onnx",
+        help="a person's per-frame network -> ONNX (for ONNX Runtime), optionally int8",
+        description="Export the network that renders one frame of the person, with their psi, "
+        "shots and fine-tuned weights baked in, as an ONNX file (batch size dynamic). Inputs: "
+        "landmark_image [N,3,S,S] in [-1,1]; warp models also target_points [N,68,2] and "
+        "analytic_grid [N,K,f,f,2] (the thin-plate spline, solved outside the graph); output: "
+        "image [N,3,S,S]. Needs talkinghead[onnx].",
+    )
+    _add_source_args(p, person=True)
+    p.add_argument("--out", type=Path, required=True, help="ONNX file, or a folder for person.onnx")
+    p.add_argument(
+        "--int8",
+        nargs="?",
+        const="static",
+        choices=["static", "dynamic"],
+        help="also write an int8 variant beside it: static (default; calibrated on the "
+        "person's shots) or dynamic",
+    )
+    _add_finetune_steps(p)
+    p.add_argument("--no-progress", action="store_true")
+    return _run_export_onnx
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    shots = None if args.person is not None else _check_shots(args)
+    if args.list_faces:
+        return 0
+    if args.person is not None and not args.person.is_file():
+        raise UserError(f"{args.person}: no such person file")
+    from talkinghead.inference import jobs, onnx_backend
+    from talkinghead.inference.person import Person
+
+    onnx_backend.require_onnxruntime()  # before the model loads
+    head = jobs.load_model(args.model, args.device, args.precision)
+    if args.person is not None:
+        person = Person.load(args.person, head.model_hash)
+    else:
+        person = _personalize(head, shots, args.finetune_steps, not args.no_progress)
+    paths = onnx_backend.write_onnx(head, person, args.out, [args.int8] if args.int8 else [])
+    for path, kind in zip(paths, ["fp32", f"int8 ({args.int8})"]):
+        print(f"export-onnx: {kind} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    print(f"export-onnx: {onnx_backend.describe(paths[0])}")
+    return 0
+
+
 COMMANDS = (
     _add_prep,
     _add_corpus,
@@ -784,6 +917,8 @@ COMMANDS = (
     _add_demo,
     _add_verify,
     _add_web,
+    _add_export_onnx,
+    _add_live,
 )
 
 

@@ -24,10 +24,26 @@ from talkinghead.video import VideoWriter, probe, read_frames, read_image
 
 
 def load_model(
-    path: str | Path | None = None, device: str = "cpu", precision: str = "fp32"
+    path: str | Path | None = None,
+    device: str = "cpu",
+    precision: str = "fp32",
+    backend: str = "torch",
 ) -> TalkingHead:
-    """A model bundle by path, or the bundled default."""
-    return TalkingHead.from_checkpoint(path or assets.default_model_path(), device, precision)
+    """A model bundle by path, or the bundled default.
+
+    ``backend``: what renders frames, ``torch`` or ``onnxruntime`` (each person's network is
+    exported to ONNX when first rendered: :mod:`talkinghead.inference.onnx_backend`).
+    """
+    if backend not in ("torch", "onnxruntime"):
+        raise UserError(f"unknown backend {backend!r} (torch or onnxruntime)")
+    if backend == "onnxruntime":
+        from talkinghead.inference import onnx_backend
+
+        onnx_backend.require_onnxruntime()  # before the model loads
+    head = TalkingHead.from_checkpoint(path or assets.default_model_path(), device, precision)
+    if backend == "onnxruntime":
+        head.backend_renderer = onnx_backend.OnnxRenderer(head)
+    return head
 
 
 def read_shots(

@@ -2,8 +2,9 @@
 
 :class:`DemoRunner` is what the Run button does (check the limits, personalise, animate, name the
 result as synthetic) and what the Check button does (``talkinghead verify`` on an upload), and
-needs no Gradio; :func:`build_app` lays out the page around it;
-:func:`serve` runs it. Gradio is imported only there, so the CLI works without it.
+needs no Gradio; :func:`build_app` lays out the page around it (its Live tab, the browser's webcam
+driving the photo, is :mod:`talkinghead.web.live`); :func:`serve` runs it. Gradio is imported only
+there, so the CLI works without it.
 
 Safe defaults for a model that makes videos of real people: the server binds to 127.0.0.1, uploads
 and driver length are capped, requests wait in a queue and run one at a time (the CPU or GPU is the
@@ -253,20 +254,27 @@ def build_app(config: WebConfig, out_dir: Path):
     except ImportError:
         raise UserError("the web demo needs Gradio: pip install 'talkinghead[web]'") from None
 
+    from talkinghead.web.live import add_live_tab  # here: live.py builds on this module
+
     runner = DemoRunner(config, out_dir)
     run, check = _click_handler(gr, runner), _check_handler(gr, runner)
     # delete_cache: uploads and shown results older than an hour go, and all of them at exit.
     with gr.Blocks(title="talkinghead", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         gr.Markdown(INTRO)
-        with gr.Row():
-            with gr.Column():
-                inputs = _input_column(gr, config)
-                button = gr.Button("Make the video", variant="primary", elem_id="run")
-            with gr.Column():
-                outputs = _output_column(gr)
+        with gr.Tabs():
+            with gr.Tab("Make a video", id="video"), gr.Row():
+                with gr.Column():
+                    inputs = _input_column(gr, config)
+                    button = gr.Button("Make the video", variant="primary", elem_id="run")
+                with gr.Column():
+                    outputs = _output_column(gr)
+            with gr.Tab("Live", id="live", elem_id="live-tab"):
+                # The photos, person file, motion and fine-tuning setting of the first tab.
+                add_live_tab(gr, app, runner, [inputs[0], inputs[1], inputs[3], inputs[4]])
         # The API view documents this endpoint: photos and files as plain file paths, so that
-        # gradio_client's handle_file() values pass Gradio's validation.
-        button.click(run, inputs, outputs, api_name="animate")
+        # gradio_client's handle_file() values pass Gradio's validation. Its queue slot is the
+        # Live tab's too: one model, one run at a time.
+        button.click(run, inputs, outputs, api_name="animate", concurrency_id="model")
         gr.Markdown(CHECK_INTRO)
         with gr.Row():
             with gr.Column():

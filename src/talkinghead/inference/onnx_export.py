@@ -1,0 +1,300 @@
+"""One person's per-frame network as an ONNX graph (run by :mod:`.onnx_backend`).
+
+What is baked in and what is fed. A graph is exported per person: their generator (the bundle's
+G, or their fine-tuned G'), their psi and, for the warp family, their encoded shots are
+constants, so ONNX Runtime folds everything that depends on the shots alone (their features,
+their downsampled pixels) once. Per frame the graph takes:
+
+- ``landmark_image [N,3,S,S]`` float32 in [-1,1]: the target landmarks drawn as the torch path
+  draws them (:func:`draw_landmarks_batch`), on the CPU side;
+- warp family only: ``target_points [N,68,2]`` (pixels; the pose prior over shots) and
+  ``analytic_grid [N,K,f,f,2]``: the thin-plate-spline map target -> shot (:func:`flow.tps_grid`).
+  Its fit is a float64 linear solve (``torch.linalg.solve``), which ONNX has no op for, so it runs
+  outside the graph, exactly as the torch path computes it; the motion net, the warps (a gather
+  and a small matrix product: :func:`sample_shots`), the blend and the decoder run inside.
+
+and returns ``image [N,3,S,S]`` in [-1,1]. The batch dimension is dynamic. Spectral norms are
+folded into plain weights (eval mode runs no power iteration, so the weights are the same).
+``K``, ``f`` and the shots' landmarks are in the file's metadata, so a saved file renders with
+``onnx_backend.OnnxFrameModel`` alone. Exported with the TorchScript exporter (``dynamo=False``).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.utils import parametrize
+
+from talkinghead.data.episodes import to_tensor
+from talkinghead.errors import UserError
+from talkinghead.inference.person import Person
+from talkinghead.inference.pipeline import MAX_RENDER_SHOTS, TalkingHead, spread_shots
+from talkinghead.landmarks.rasterize import draw_landmarks_batch
+from talkinghead.models import build_generator, flow, uses_shots
+from talkinghead.models.blocks import AdaptiveInstanceNorm
+from talkinghead.models.warp_generator import Shots, WarpGenerator, pose_distance
+
+OPSET = 17
+METADATA_PREFIX = "talkinghead."
+# Example batch for tracing: not 1, so that the broadcast of the shots over the batch is traced.
+EXPORT_BATCH = 2
+
+
+def require_onnxruntime():
+    """The onnxruntime and onnx modules, or a one-line error naming the extra."""
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as exc:
+        raise UserError(
+            f"the ONNX Runtime backend needs {exc.name}: install talkinghead[onnx]"
+        ) from None
+    return onnxruntime
+
+
+class WarpFrameNet(nn.Module):
+    """A warp-family G with one person's shots and psi baked in (see the module docstring).
+
+    ``forward(landmark_image [N,3,S,S], target_points [N,68,2], analytic_grid [N,K,f,f,2])``
+    -> ``[N,3,S,S]`` in [-1,1]: :meth:`WarpGenerator.forward` with the analytic grid given.
+
+    The shots' maps are shared by every frame of a batch, so they are kept as constant tables of
+    pixels (``[K*s*s, C]``, channels last) and warped by :func:`sample_shots`: four row gathers
+    and a weighted sum, the arithmetic of ``grid_sample`` (bilinear, border, align_corners
+    False) without copying the maps per frame. ONNX Runtime's GridSample kernel took 14x
+    PyTorch's time (and 4x this) on the bundled model's feature maps.
+    """
+
+    def __init__(self, generator: WarpGenerator, shots: Shots, psi: Tensor) -> None:
+        super().__init__()
+        self.generator = generator
+        self.num_shots = shots.frames.shape[1]
+        flow_size = generator.config.flow_size
+        self.register_buffer("psi", psi.reshape(1, -1))
+        self.register_buffer("points", shots.points)  # [1,K,68,2]
+        # What the motion net reads of each shot, at flow size (shot-only: computed once here).
+        shot_small = torch.cat([shots.landmark_images, shots.frames], 2)[0]
+        shot_small = F.interpolate(shot_small, size=flow_size, mode="area")
+        maps = [shot_small, shots.frames[0], *shots.features]  # each [K,C,s,s]
+        self.tables = [f"table_{i}" for i in range(len(maps))]
+        for name, shot_maps in zip(self.tables, maps):
+            self.register_buffer(name, shot_maps.permute(0, 2, 3, 1).flatten(0, 2).contiguous())
+        self.sizes = [m.shape[-1] for m in maps]
+
+    def _warped(self, index: int, grid: Tensor, n, weights: Tensor | None = None) -> Tensor:
+        """Map ``index`` of every shot warped with ``grid [N*K,f,f,2]``: ``[N,K,s,s,C]``, or
+        blended over the shots with ``weights [N,K,f,f]`` (as ``warp_generator._blend``):
+        ``[N,C,s,s]``."""
+        size = self.sizes[index]
+        grid = flow.resize_grid(grid, size).view(n, self.num_shots, size, size, 2)
+        if weights is not None and weights.shape[-1] != size:
+            weights = F.interpolate(weights, size=size, mode="bilinear", align_corners=False)
+        warped = sample_shots(getattr(self, self.tables[index]), size, grid, weights)
+        return warped if weights is None else warped.permute(0, 3, 1, 2)
+
+    def forward(self, landmark_image: Tensor, target_points: Tensor, analytic_grid: Tensor):
+        g, n, k = self.generator, landmark_image.shape[0], self.num_shots
+        flow_size = g.config.flow_size
+        analytic = analytic_grid.flatten(0, 1)  # [N*K,f,f,2]
+        # Motion (WarpGenerator._motion): learned residual and confidence on the analytic map.
+        target_small = F.interpolate(landmark_image, size=flow_size, mode="area")
+        target_small = target_small[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
+        warped_small = self._warped(0, analytic, n).flatten(0, 1).permute(0, 3, 1, 2)
+        residual, confidence = g.motion(torch.cat([target_small, warped_small], 1))
+        grid = analytic + g.config.flow_residual_scale * residual.permute(0, 2, 3, 1)
+        points = self.points.expand(n, -1, -1, -1)
+        prior = -g.log_pose_temperature.exp() * pose_distance(points, target_points)
+        logits = confidence + prior.flatten()[:, None, None]
+        # Blend the warped shots and refine (WarpGenerator.forward).
+        weights = torch.softmax(logits.view(n, k, *logits.shape[1:]), dim=1)
+        warped_rgb, *warped_features = [
+            self._warped(index, grid, n, weights) for index in range(1, len(self.tables))
+        ]
+        target_features = g.target_encoder.features(landmark_image)
+        x = g._decode(target_features, warped_features, self.psi.expand(n, -1))
+        rgb, mask = torch.tanh(x[:, :3]), torch.sigmoid(x[:, 3:])
+        return mask * warped_rgb + (1 - mask) * rgb
+
+
+def sample_shots(table: Tensor, size: int, grid: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``grid_sample`` (bilinear, border padding, align_corners=False) of K square maps.
+
+    ``table [K*size*size, C]``: the maps' pixels, channels last; ``grid [N,K,h,w,2]``: where
+    each item reads in each shot (grid_sample's coordinates). Returns ``[N,K,h,w,C]``, or with
+    ``weights [N,K,h,w]`` the weighted sum over the shots, ``[N,h,w,C]``: one gather of the
+    4 (x K) source pixels of each output pixel and one small matrix product with their weights.
+    """
+    # Pixel coordinates, clamped to the border (border padding), as grid_sample computes them.
+    x = (((grid[..., 0] + 1) * size - 1) / 2).clamp(0, size - 1)
+    y = (((grid[..., 1] + 1) * size - 1) / 2).clamp(0, size - 1)
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    # Rows of the 4 neighbours in shot k's pixels; the far ones clamped where their weight is 0.
+    x0, y0 = x0.long(), y0.long()
+    x1, y1 = (x0 + 1).clamp(max=size - 1), (y0 + 1).clamp(max=size - 1)
+    first = torch.arange(grid.shape[1]).view(1, -1, 1, 1) * (size * size)
+    row0, row1 = first + y0 * size, first + y1 * size
+    index = torch.stack([row0 + x0, row0 + x1, row1 + x0, row1 + x1], -1)  # [N,K,h,w,4]
+    bilinear = torch.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], -1)
+    if weights is not None:  # blend: one weighted sum over the 4K pixels of each output pixel
+        bilinear = bilinear * weights[..., None]
+        index, bilinear = (t.permute(0, 2, 3, 1, 4).flatten(3) for t in (index, bilinear))
+    return (bilinear[..., None, :] @ table[index])[..., 0, :]
+
+
+class PaperFrameNet(nn.Module):
+    """The paper's G with psi baked in: ``forward(landmark_image [N,3,S,S]) -> [N,3,S,S]``."""
+
+    def __init__(self, generator: nn.Module, psi: Tensor) -> None:
+        super().__init__()
+        self.generator = generator
+        self.register_buffer("psi", psi.reshape(1, -1))
+
+    def forward(self, landmark_image: Tensor) -> Tensor:
+        return self.generator(landmark_image, self.psi.expand(landmark_image.shape[0], -1))
+
+
+def frame_net(head: TalkingHead, person: Person) -> tuple[nn.Module, dict]:
+    """The person's per-frame network (fp32, CPU, spectral norms folded) and its metadata."""
+    # A fresh copy (not deepcopy: parametrised modules of a deep copy share their class with
+    # the original, and folding one would break the other).
+    generator = build_generator(head.preset.model).eval()
+    generator.load_state_dict(head._generator_for(person).state_dict())
+    _fold_spectral_norms(generator)
+    _fix_instance_norm_groups(generator)
+    psi = person.psi.float().cpu()
+    metadata = {
+        "family": "warp" if uses_shots(generator) else "paper",
+        "image_size": head.image_size,
+        "model_hash": head.model_hash,
+        "psi": "baked",
+    }
+    if not uses_shots(generator):
+        return PaperFrameNet(generator, psi).eval(), metadata
+    picks = spread_shots(person.shot_landmarks, MAX_RENDER_SHOTS)
+    points = person.shot_landmarks[picks].astype(np.float32)
+    frames = to_tensor(person.shots[picks])[None]
+    drawn = to_tensor(draw_landmarks_batch(person.shot_landmarks[picks], head.image_size))[None]
+    with torch.no_grad():
+        shots = generator.encode_shots(frames, drawn, torch.from_numpy(points)[None])
+    metadata |= {"flow_size": generator.config.flow_size, "shot_points": points.tolist()}
+    return WarpFrameNet(generator, shots, psi).eval(), metadata
+
+
+def _fold_spectral_norms(module: nn.Module) -> None:
+    """Replace every parametrised weight by its current value (W / sigma), in place."""
+    for layer in list(module.modules()):
+        if parametrize.is_parametrized(layer):
+            for name in list(layer.parametrizations):
+                parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
+
+
+def _fix_instance_norm_groups(module: nn.Module) -> None:
+    """Give each AdaIN's instance norm its channel count as a constant, in place.
+
+    ``blocks.instance_norm`` reads the group count from the input's shape, which the tracer
+    records as a runtime value; ONNX's group norm needs a constant. Same function, same kernel.
+    """
+    for layer in list(module.modules()):
+        if isinstance(layer, AdaptiveInstanceNorm):
+            layer.forward = functools.partial(_adain_forward, layer)
+
+
+def _adain_forward(norm: AdaptiveInstanceNorm, x: Tensor, params: Tensor) -> Tensor:
+    scale, shift = params[:, :, None, None].chunk(2, dim=1)
+    return F.group_norm(x, norm.channels, eps=norm.eps) * scale + shift
+
+
+def export_onnx(head: TalkingHead, person: Person) -> bytes:
+    """The person's per-frame network as an ONNX model (bytes), metadata included."""
+    require_onnxruntime()
+    import onnx
+
+    net, metadata = frame_net(head, person)
+    size = head.image_size
+    inputs: tuple = (torch.zeros(EXPORT_BATCH, 3, size, size),)
+    names = ["landmark_image"]
+    if metadata["family"] == "warp":
+        k, f = net.num_shots, metadata["flow_size"]
+        points = torch.from_numpy(np.asarray(metadata["shot_points"][0], np.float32))
+        inputs += (points.expand(EXPORT_BATCH, -1, -1), torch.zeros(EXPORT_BATCH, k, f, f, 2))
+        names += ["target_points", "analytic_grid"]
+    # Traced in channels-last, so that nearest 2x upsampling takes its F.interpolate branch
+    # (blocks.upsample_2x), which exports as one Resize, not a broadcast that ONNX Runtime
+    # materialises. The graph itself has no memory format.
+    net = net.to(memory_format=torch.channels_last)
+    inputs = tuple(_channels_last(t) for t in inputs)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings(), torch.no_grad():
+        # The TorchScript exporter (dynamo=False) handles this graph as is; its deprecation
+        # notice and the tracer's notes on shape arithmetic are not for the user.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            inputs,
+            buffer,
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=names,
+            output_names=["image"],
+            dynamic_axes={name: {0: "batch"} for name in [*names, "image"]},
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    for dim, value in zip(model.graph.output[0].type.tensor_type.shape.dim, (0, 3, size, size)):
+        if value:  # name the output's fixed sizes (the tracer leaves them symbolic)
+            dim.dim_value = value
+    for key, value in metadata.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value)
+    return model.SerializeToString()
+
+
+def _channels_last(tensor: Tensor) -> Tensor:
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+
+
+@torch.no_grad()
+def reference_render(
+    head: TalkingHead, person: Person, landmarks: np.ndarray, dtype=torch.float32
+) -> np.ndarray:
+    """PyTorch's frames for parity checks: ``[T,3,S,S]`` in [-1,1], on the CPU in ``dtype``
+    with NCHW tensors: G's own forward (not this module's graph), shots chosen as
+    ``TalkingHead`` chooses them. (``TalkingHead.render`` runs channels-last, whose group
+    norm is less exact on near-constant landmark images: ~1e-3 at the output.)"""
+    generator = build_generator(head.preset.model).eval()
+    generator.load_state_dict(head._generator_for(person).state_dict())
+    generator = generator.to(dtype)
+    drawn = to_tensor(draw_landmarks_batch(landmarks, head.image_size)).contiguous().to(dtype)
+    psi = person.psi.to(dtype)[None].expand(len(landmarks), -1)
+    if not uses_shots(generator):
+        return generator(drawn, psi).float().numpy()
+    picks = spread_shots(person.shot_landmarks, MAX_RENDER_SHOTS)
+    points = torch.from_numpy(person.shot_landmarks[picks]).to(dtype)
+    shot_drawn = to_tensor(draw_landmarks_batch(person.shot_landmarks[picks], head.image_size))
+    frames = to_tensor(person.shots[picks]).to(dtype)
+    shots = generator.encode_shots(frames[None], shot_drawn.to(dtype)[None], points[None])
+    targets = torch.from_numpy(np.asarray(landmarks, np.float32)).to(dtype)
+    return generator(drawn, targets, psi, shots).image.float().numpy()
+
+
+def describe(path: Path) -> str:
+    """One line: the graph's inputs and output with their shapes, and what is baked in."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def shape(value) -> str:
+        dims = value.type.tensor_type.shape.dim
+        return "[" + ",".join(d.dim_param or str(d.dim_value) for d in dims) + "]"
+
+    inputs = ", ".join(f"{v.name} {shape(v)}" for v in model.graph.input)
+    outputs = ", ".join(f"{v.name} {shape(v)}" for v in model.graph.output)
+    return f"inputs {inputs} -> {outputs}; psi, shots and weights baked in"
