@@ -1,7 +1,7 @@
 """Live mode: a real clip played as a camera, at its own pace, through the capture thread and a
-LiveSession with the bundled default model (fp32, CPU).
+LiveSession with the bundled default model (fp32, CPU), rendered by PyTorch and by ONNX Runtime.
 
-    .venv/bin/python bench/live.py [--seconds 10]
+    .venv/bin/python bench/live.py [--seconds 10] [--backends torch onnxruntime]
 
 Reported per clip: output frames/s, the fraction of camera frames dropped (never rendered),
 capture-to-output latency (median, 95th percentile) and per output frame the time in each
@@ -9,8 +9,9 @@ stage: landmarks (dlib: detector every 5 frames, tracking between), render (batc
 (enlarge, watermark, label), and the frame's age when the loop took it. The reference measured
 in the same run is the model alone (a batch-1 render, looped): "of model" is the live frame rate
 as a fraction of it. The run repeats in a child process with ``ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2``, which makes torch use only AVX2 kernels, as on most laptops. Bar
-(issue 15): >= 25 frames/s with median latency <= 120 ms on 2 AVX2 cores.
+ONEDNN_MAX_CPU_ISA=AVX2``, which makes torch use only AVX2 kernels, as on most laptops (ONNX
+Runtime has no such switch: its rows there still use this CPU's kernels). Bar (issue 15):
+>= 25 frames/s with median latency <= 120 ms on 2 AVX2 cores.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 from common import cpu_line, print_table, save_results
 
 from talkinghead import assets, video
+from talkinghead.inference import onnx_backend
 from talkinghead.inference.pipeline import TalkingHead
 from talkinghead.live import LiveSession, app
 from talkinghead.live.capture import FileSource
@@ -73,19 +75,22 @@ def play(head: TalkingHead, person, clip: Path, seconds: float) -> dict:
     }
 
 
-def run(isa: str, seconds: float) -> list[dict]:
+def run(isa: str, seconds: float, backends: list[str]) -> list[dict]:
     head = TalkingHead.from_pretrained(device="cpu", precision="fp32")
     photo = video.read_image(assets.astronaut_path())
     person = head.personalize([photo], finetune_steps=0, progress=False)
     rows = []
-    for threads in THREADS:
+    for backend, threads in [(b, t) for b in backends for t in THREADS]:
         app.use_threads(threads)
+        head.backend_renderer = None
+        if backend == "onnxruntime":
+            head.backend_renderer = onnx_backend.OnnxRenderer(head, num_threads=threads)
         model_s = model_alone(head, person)
         for name, clip in CLIPS.items():
             if not clip.is_file():
                 print(f"skipping {name}: {clip} not found")
                 continue
-            row = {"isa": isa, "clip": name, "threads": threads}
+            row = {"isa": isa, "backend": backend, "clip": name, "threads": threads}
             row |= play(head, person, clip, seconds)
             row |= {"model_alone_fps": 1.0 / model_s, "model_alone_ms": 1e3 * model_s}
             row["of_model"] = row["frames_per_second"] / row["model_alone_fps"]
@@ -96,21 +101,25 @@ def run(isa: str, seconds: float) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0, help="per clip and setting")
+    parser.add_argument(
+        "--backends", nargs="+", default=["torch", "onnxruntime"], choices=["torch", "onnxruntime"]
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)  # JSON path: the AVX2-only run
     args = parser.parse_args()
     if args.child:
-        Path(args.child).write_text(json.dumps(run("avx2 only", args.seconds)))
+        Path(args.child).write_text(json.dumps(run("avx2 only", args.seconds, args.backends)))
         return
-    rows = run("native", args.seconds)
+    rows = run("native", args.seconds, args.backends)
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "avx2.json"
         command = [sys.executable, __file__, "--seconds", str(args.seconds), "--child", str(out)]
+        command += ["--backends", *args.backends]
         subprocess.run(command, env={**os.environ, **AVX2_ONLY}, check=True)
         rows += json.loads(out.read_text())
     columns = [
-        "isa", "threads", "clip", "frames_per_second", "dropped_fraction", "latency_median_ms",
-        "latency_p95_ms", "landmarks_ms", "render_ms", "mark_ms", "frame_age_median_ms",
-        "model_alone_fps", "of_model",
+        "isa", "backend", "threads", "clip", "frames_per_second", "dropped_fraction",
+        "latency_median_ms", "latency_p95_ms", "landmarks_ms", "render_ms", "mark_ms",
+        "frame_age_median_ms", "model_alone_fps", "of_model",
     ]  # fmt: skip
     print_table(rows, columns)
     print("bar: >= 25 frames/s, median latency <= 120 ms on 2 AVX2 cores")

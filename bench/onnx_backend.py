@@ -9,7 +9,8 @@ drawing, the thin-plate spline and the network, uint8 frames out) for PyTorch
 person's shots; dynamic: weights only, timed with 1 shot only as it is slow), at batch 1 and
 8, for the astronaut photo (1 shot) and 8 frames of the sample clip (8 shots), driven by real
 landmarks of the sample clip. Backends run in alternating reps, so load on the machine hits
-all alike; medians, and x torch: the median over reps of PyTorch's time over the backend's
+all alike, each after 0.3 s of idle so that the previous one's spinning workers are gone;
+medians, and x torch: the median over reps of PyTorch's time over the backend's
 in the same rep.
 Parity: max abs difference of ONNX Runtime fp32 to PyTorch fp32 (NCHW), both to float64, and
 to ``TalkingHead.render``'s channels-last uint8 frames in levels.
@@ -44,6 +45,7 @@ BACKENDS = ("torch", "ort fp32", "ort int8 static", "ort int8 dynamic")
 # ONNX Runtime's integer convolution (ConvInteger) is ~9x slower than fp32 here: dynamic int8 is
 # timed with one shot only, and left out of the quality runs.
 SLOW = "ort int8 dynamic"
+SETTLE = 0.3  # s of idle before each timed render (see speed)
 
 
 def people(head: TalkingHead) -> dict:
@@ -88,6 +90,10 @@ def speed(head, backends, person, targets, batch: int, reps: int) -> dict[str, t
         render_with(head, renderer, person, landmarks, batch)
     for _ in range(reps):
         for name, renderer in backends.items():
+            # Both runtimes' idle workers spin for a while after a run (OpenMP's and ONNX
+            # Runtime's): without a pause, the backend timed next shares the cores with them
+            # (measured: PyTorch at batch 1 2.4x slower right after ONNX Runtime int8).
+            time.sleep(SETTLE)
             start = time.perf_counter()
             render_with(head, renderer, person, landmarks, batch)
             times[name].append(time.perf_counter() - start)

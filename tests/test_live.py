@@ -145,8 +145,20 @@ def test_camera_lost_mid_run_stops_cleanly_and_keeps_the_recording(
     assert report.manifest.synthetic and report.watermark.marked
 
 
-def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys):
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys, monkeypatch, backend):
     out = tmp_path / "live.mp4"
+    onnx_frames = []  # frames ONNX Runtime rendered
+    if backend == "onnxruntime":
+        from talkinghead.inference.onnx_backend import OnnxRenderer
+
+        render_float = OnnxRenderer.render_float
+
+        def counted(self, person, landmarks, batch_size=8):
+            onnx_frames.append(len(landmarks))
+            return render_float(self, person, landmarks, batch_size)
+
+        monkeypatch.setattr(OnnxRenderer, "render_float", counted)
     code = main(
         [
             "live",
@@ -167,6 +179,8 @@ def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys):
             "cpu",
             "--precision",
             "fp32",
+            "--backend",
+            backend,
         ]
     )
     assert code == 0
@@ -174,6 +188,7 @@ def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys):
     assert f"recorded -> {out}" in printed and "frames/s, latency median" in printed
     frames = np.stack(list(video.read_frames(out)))
     assert frames.shape[1:] == (SIZE, SIZE, 3) and len(frames) >= 2
+    assert (sum(onnx_frames) >= 2) == (backend == "onnxruntime")
     report = verify_file(out)
     assert report.marked and report.watermark.marked and report.manifest.synthetic
     assert report.tags["motion_mode"] == "relative"

@@ -555,6 +555,13 @@ def _add_animate(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespac
         metavar="FRAMES",
         help="driver landmark smoothing window, as prep's (default 5; 1 = off)",
     )
+    _add_backend(p)
+    p.add_argument("--no-progress", action="store_true")
+    _add_marking_args(p)
+    return _run_animate
+
+
+def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--backend",
         choices=["torch", "onnxruntime"],
@@ -562,9 +569,6 @@ def _add_animate(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespac
         help="what runs the per-frame network: PyTorch (default) or ONNX Runtime (fp32; needs "
         "talkinghead[onnx]; the person's network is exported first, a few seconds)",
     )
-    p.add_argument("--no-progress", action="store_true")
-    _add_marking_args(p)
-    return _run_animate
 
 
 def _run_animate(args: argparse.Namespace) -> int:
@@ -802,6 +806,7 @@ def _add_live(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--size", type=_positive, default=256, help="output side in pixels")
     p.add_argument("--smooth", type=_positive, metavar="FRAMES", help="still-face smoothing (5)")
     p.add_argument("--threads", type=_positive, help="render threads (default: all cores but one)")
+    _add_backend(p)
     _add_finetune_steps(p)
     return _run_live
 
@@ -835,12 +840,14 @@ def _run_live(args: argparse.Namespace) -> int:
         from talkinghead.inference.person import Person
         from talkinghead.live import LiveSession, app
 
-        head = jobs.load_model(args.model, args.device, args.precision)
+        head = jobs.load_model(args.model, args.device, args.precision, args.backend)
         if args.person is not None:
             person = Person.load(args.person, head.model_hash)
         else:
             person = _personalize(head, shots, args.finetune_steps, progress=True)
-        app.use_threads(args.threads)  # after fine-tuning, which uses every core
+        threads = app.use_threads(args.threads)  # after fine-tuning, which uses every core
+        if head.backend_renderer is not None:  # ONNX Runtime: its own threads, as many
+            head.backend_renderer.num_threads = threads
         session = LiveSession(
             head,
             person,
