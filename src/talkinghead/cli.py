@@ -805,7 +805,7 @@ def _add_live(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--motion", choices=["relative", "absolute"], default="relative")
     p.add_argument("--size", type=_positive, default=256, help="output side in pixels")
     p.add_argument("--smooth", type=_positive, metavar="FRAMES", help="still-face smoothing (5)")
-    p.add_argument("--threads", type=_positive, help="render threads (default: all cores but one)")
+    p.add_argument("--threads", type=_positive, help="render threads (default: every core)")
     _add_backend(p)
     _add_finetune_steps(p)
     return _run_live
