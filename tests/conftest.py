@@ -23,6 +23,15 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """What a test (or the code it runs: ``talkinghead live`` sets its render threads) does to
+    torch's thread count ends with it: later tests compare runs across processes bit for bit."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _c2pa_keys_in_tmp(tmp_path_factory):
     """Every output is signed: the local signer's keys go to a temporary folder (the one

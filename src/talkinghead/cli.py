@@ -856,6 +856,7 @@ def _run_live(args: argparse.Namespace) -> int:
             size=args.size,
             fps=source.fps,
         )
+        session.warm_up()  # before the clock starts: the first frame is not a slow one
         options = app.LiveOptions(not args.no_window, args.virtual_camera, args.out, args.seconds)
         stats = app.run_live(session, source, options, camera)
     finally:

@@ -81,6 +81,11 @@ class LiveSession:
         self._rendered = False  # a face has been rendered (else the photo is shown)
         self._start: float | None = None
 
+    def warm_up(self) -> None:
+        """Render the person once, unseen, so the first live frame is not the slow one (with
+        ONNX Runtime this exports the person's network: seconds)."""
+        self.head.render(self.person, self.person.reference_landmarks[None], 1)
+
     def reset(self) -> None:
         """Forget the reference pose: the next frame with a face becomes it."""
         self.reference = None
