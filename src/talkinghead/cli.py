@@ -471,6 +471,25 @@ def _personalize(head, shots: list, steps: int | None, progress: bool):
     return head.personalize_crops(crops, shots[0].photo, steps, progress)
 
 
+def _check_person_or_shots(args: argparse.Namespace) -> list | None:
+    """Before torch loads: the checked shots of ``--source``/``--source-video``, or None with
+    ``--person`` (whose file must exist) or ``--list-faces``."""
+    if args.person is None:
+        return _check_shots(args)
+    if not args.person.is_file():
+        raise UserError(f"{args.person}: no such person file")
+    return None
+
+
+def _load_person(head, args: argparse.Namespace, shots: list | None, progress: bool):
+    """The ``--person`` file, or a Person made from the shots of :func:`_check_person_or_shots`."""
+    if args.person is not None:
+        from talkinghead.inference.person import Person
+
+        return Person.load(args.person, head.model_hash)
+    return _personalize(head, shots, args.finetune_steps, progress)
+
+
 def _check_driver(args: argparse.Namespace, shots: list | None):
     """The driver read up to its reference frame before torch loads (a bad or faceless driver
     is a one-line error at once); for ``best`` without shots, up to its first face only."""
@@ -480,8 +499,6 @@ def _check_driver(args: argparse.Namespace, shots: list | None):
 
     if video.media_kind(args.driver) == "image":
         raise UserError(f"{args.driver}: a still image: the driver must be a video")
-    if args.person is not None and not args.person.is_file():
-        raise UserError(f"{args.person}: no such person file")
     reference = args.reference_frame
     source = shots[0].landmarks if shots else None
     if reference == "best" and source is None:
@@ -572,23 +589,19 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
 
 
 def _run_animate(args: argparse.Namespace) -> int:
-    shots = None if args.person is not None else _check_shots(args)
+    shots = _check_person_or_shots(args)
     if args.list_faces:
         return 0
     reference = _check_driver(args, shots)
     # Inputs are good: torch and the networks load from here on.
     from talkinghead.inference import jobs
     from talkinghead.inference.driving import choose_reference
-    from talkinghead.inference.person import Person
     from talkinghead.inference.render import AnimateOptions
     from talkinghead.video import read_frames
 
     marking = _marking(args)
     head = jobs.load_model(args.model, args.device, args.precision, args.backend)
-    if args.person is not None:
-        person = Person.load(args.person, head.model_hash)
-    else:
-        person = _personalize(head, shots, args.finetune_steps, not args.no_progress)
+    person = _load_person(head, args, shots, not args.no_progress)
     if args.reference_frame == "best" and shots is None:
         reference = choose_reference(
             read_frames(args.driver),
@@ -821,11 +834,9 @@ def _positive_seconds(text: str) -> float:
 def _run_live(args: argparse.Namespace) -> int:
     if args.list_faces and args.out is None:
         raise UserError("--list-faces writes thumbnails next to --out: give --out")
-    shots = None if args.person is not None else _check_shots(args)
+    shots = _check_person_or_shots(args)
     if args.list_faces:
         return 0
-    if args.person is not None and not args.person.is_file():
-        raise UserError(f"{args.person}: no such person file")
     from talkinghead.live import capture
 
     # The camera opens before torch loads (a missing one is a one-line error at once); it
@@ -837,14 +848,10 @@ def _run_live(args: argparse.Namespace) -> int:
 
             camera = VirtualCamera(args.size, source.fps)
         from talkinghead.inference import jobs
-        from talkinghead.inference.person import Person
         from talkinghead.live import LiveSession, app
 
         head = jobs.load_model(args.model, args.device, args.precision, args.backend)
-        if args.person is not None:
-            person = Person.load(args.person, head.model_hash)
-        else:
-            person = _personalize(head, shots, args.finetune_steps, progress=True)
+        person = _load_person(head, args, shots, progress=True)
         threads = app.use_threads(args.threads)  # after fine-tuning, which uses every core
         if head.backend_renderer is not None:  # ONNX Runtime: its own threads, as many
             head.backend_renderer.num_threads = threads
@@ -893,20 +900,14 @@ def _add_export_onnx(sub: argparse._SubParsersAction) -> Callable[[argparse.Name
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
-    shots = None if args.person is not None else _check_shots(args)
+    shots = _check_person_or_shots(args)
     if args.list_faces:
         return 0
-    if args.person is not None and not args.person.is_file():
-        raise UserError(f"{args.person}: no such person file")
     from talkinghead.inference import jobs, onnx_backend
-    from talkinghead.inference.person import Person
 
     onnx_backend.require_onnxruntime()  # before the model loads
     head = jobs.load_model(args.model, args.device, args.precision)
-    if args.person is not None:
-        person = Person.load(args.person, head.model_hash)
-    else:
-        person = _personalize(head, shots, args.finetune_steps, not args.no_progress)
+    person = _load_person(head, args, shots, not args.no_progress)
     paths = onnx_backend.write_onnx(head, person, args.out, [args.int8] if args.int8 else [])
     for path, kind in zip(paths, ["fp32", f"int8 ({args.int8})"]):
         print(f"export-onnx: {kind} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -7,10 +7,8 @@ The render loop takes the newest captured frame each time round (older ones are 
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import numpy as np
 from talkinghead.errors import UserError
 from talkinghead.live.capture import FrameSource
 from talkinghead.live.outputs import Recording, VirtualCamera, open_preview
-from talkinghead.live.session import LiveSession
+from talkinghead.live.session import LiveSession, RecentRate
 
 STATUS_EVERY = 0.5  # seconds between status updates on the terminal
 RECENT_SECONDS = 2.0  # the live figures cover this much of the past
@@ -34,7 +32,7 @@ class LiveStats:
     ages: list[float] = field(default_factory=list)  # capture -> taken by the loop
     times: list[float] = field(default_factory=list)  # when each output was ready
     held: int = 0  # outputs without a face (the last good frame held)
-    _recent: deque = field(default_factory=deque)
+    recent: RecentRate = field(default_factory=lambda: RecentRate(RECENT_SECONDS))
 
     def add(self, latency: float, face_found: bool, age: float = 0.0) -> None:
         now = time.perf_counter()
@@ -42,17 +40,14 @@ class LiveStats:
         self.ages.append(age)
         self.times.append(now)
         self.held += not face_found
-        self._recent.append((now, latency))
-        while self._recent and now - self._recent[0][0] > RECENT_SECONDS:
-            self._recent.popleft()
+        self.recent.add(now, latency)
 
     def status(self, source: FrameSource) -> str:
         """One line: frames/s and median latency over the last seconds, dropped so far."""
-        if len(self._recent) < 2:
+        rate = self.recent.rate()
+        if rate is None:
             return "starting"
-        span = self._recent[-1][0] - self._recent[0][0]
-        rate = (len(self._recent) - 1) / max(span, 1e-9)
-        latency = statistics.median(latency for _, latency in self._recent)
+        latency = self.recent.latency()
         return f"{rate:.1f} frames/s, latency {1e3 * latency:.0f} ms, {dropped_percent(source)}"
 
     def summary(self) -> dict:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ class Captured:
     captured_at: float  # time.perf_counter() when the source delivered it
 
 
-class FrameSource:
+class FrameSource(ABC):
     """The newest frame of a source read by a background thread. Use as a context manager.
 
     ``take(timeout)`` returns the newest frame not yet taken (waiting for one), or None when
@@ -69,7 +70,7 @@ class FrameSource:
         elif self._thread.ident is None:  # never started: the thread did not release it
             self._release()
 
-    def _release(self) -> None:
+    def _release(self) -> None:  # noqa: B027 (a hook: only cameras hold a device to close)
         """Close the device (the thread does, when it ends)."""
 
     @property
@@ -101,8 +102,10 @@ class FrameSource:
                 self.ended = True
                 self._ready.notify_all()
 
+    @abstractmethod
     def _read(self) -> None:
-        raise NotImplementedError
+        """Deliver the source's frames with :meth:`_publish` until it ends or ``_stop`` is set
+        (runs in the capture thread; an exception ends the source with ``error``)."""
 
 
 class CameraSource(FrameSource):

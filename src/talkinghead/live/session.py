@@ -14,8 +14,10 @@ returns the session carries on from it.
 
 from __future__ import annotations
 
+import statistics
 import time
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -43,6 +45,29 @@ class LiveFrame:
     face_found: bool  # False: no driver face this frame -> the last good output is held
     message: str | None  # why the frame is held; None when the face was rendered
     latency_s: float  # capture timestamp -> output ready
+
+
+@dataclass
+class RecentRate:
+    """Frames per second and median latency over the last ``window`` seconds of outputs (what
+    the terminal, the preview and the web page show while live)."""
+
+    window: float = 2.0
+    frames: deque[tuple[float, float]] = field(default_factory=deque)  # (ready at, latency s)
+
+    def add(self, ready_at: float, latency_s: float) -> None:
+        self.frames.append((ready_at, latency_s))
+        while ready_at - self.frames[0][0] > self.window:
+            self.frames.popleft()
+
+    def rate(self) -> float | None:
+        """Frames per second; None before two frames a moment apart."""
+        span = self.frames[-1][0] - self.frames[0][0] if self.frames else 0.0
+        return (len(self.frames) - 1) / span if len(self.frames) >= 2 and span > 0 else None
+
+    def latency(self) -> float | None:
+        """Median seconds from capture to output; None before the first frame."""
+        return statistics.median(lat for _, lat in self.frames) if self.frames else None
 
 
 class LiveSession:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import statistics
 import threading
 import time
 import uuid
@@ -35,7 +34,7 @@ from talkinghead.errors import UserError
 from talkinghead.fileio import atomic_path
 from talkinghead.inference import jobs
 from talkinghead.inference.person import Person
-from talkinghead.live import LiveSession
+from talkinghead.live.session import LiveSession, RecentRate
 from talkinghead.provenance import synthetic_tags
 from talkinghead.web.app import DemoRunner, PersonCache, _file_paths, _refuse
 
@@ -89,25 +88,11 @@ class FrameFiles:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-@dataclass
-class FrameRate:
-    """Frames shown per second and capture-to-output latency over the last ``window`` s."""
-
-    window: float = RATE_WINDOW
-    frames: deque[tuple[float, float]] = field(default_factory=deque)  # (shown at, latency)
-
-    def add(self, shown_at: float, latency_s: float) -> None:
-        self.frames.append((shown_at, latency_s))
-        while shown_at - self.frames[0][0] > self.window:
-            self.frames.popleft()
-
-    def text(self) -> str:
-        latency = statistics.median(lat for _, lat in self.frames) * 1e3
-        span = self.frames[-1][0] - self.frames[0][0]
-        if len(self.frames) < 2 or span <= 0:
-            return f"starting, {latency:.0f} ms a frame"
-        fps = (len(self.frames) - 1) / span
-        return f"{fps:.1f} frames/s, {latency:.0f} ms from frame to result (median)"
+def _rate_text(rate: RecentRate) -> str:
+    latency, fps = 1e3 * rate.latency(), rate.rate()
+    if fps is None:
+        return f"starting, {latency:.0f} ms a frame"
+    return f"{fps:.1f} frames/s, {latency:.0f} ms from frame to result (median)"
 
 
 @dataclass
@@ -116,7 +101,7 @@ class _Session:
     live: LiveSession
     made_by: str
     files: FrameFiles | None
-    rate: FrameRate = field(default_factory=FrameRate)
+    rate: RecentRate = field(default_factory=lambda: RecentRate(RATE_WINDOW))
     last_step: float = 0.0  # time.perf_counter() of its last frame
 
 
@@ -150,7 +135,7 @@ class LiveRunner:
         path = session.files.write(shown.image) if session.files else None
         session.last_step = time.perf_counter()
         session.rate.add(session.last_step, shown.latency_s)
-        status = f"**Live:** {session.rate.text()}. Person: {session.made_by}."
+        status = f"**Live:** {_rate_text(session.rate)}. Person: {session.made_by}."
         if shown.message:
             status += f"\n\n**{shown.message[0].upper()}{shown.message[1:]}.**"
         return LiveUpdate(shown.image, path, status, shown.face_found)
