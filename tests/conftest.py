@@ -75,15 +75,19 @@ def short_videos(tmp_path_factory, clip_frames) -> Path:
     return folder
 
 
+def write_bundle(path: Path, preset) -> Path:
+    """An untrained bundle of ``preset`` (seeded), in the format `talkinghead export` writes."""
+    torch.manual_seed(0)
+    models = build_models(preset.model)
+    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
+    return path
+
+
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory) -> Path:
     """A tiny model bundle (untrained, seeded), in the format `talkinghead export` writes."""
-    preset = presets.load("tiny")
-    torch.manual_seed(0)
-    models = build_models(preset.model)
     path = tmp_path_factory.mktemp("bundle") / "tiny.safetensors"
-    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
-    return path
+    return write_bundle(path, presets.load("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -14,17 +14,15 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
-import torch
+from conftest import write_bundle
 
 from talkinghead import cli
-from talkinghead.checkpoint import save_weights
 from talkinghead.config import preset as presets
 from talkinghead.errors import UserError
 from talkinghead.evaluation.scoring import find_landmarks
 from talkinghead.inference import onnx_backend
 from talkinghead.inference.onnx_backend import OnnxFrameModel, OnnxRenderer
 from talkinghead.inference.pipeline import TalkingHead
-from talkinghead.models import build_models
 from talkinghead.provenance import verify_file
 
 PARITY = 1e-3  # the issue's bar: max abs difference to PyTorch, images in [-1,1]
@@ -33,12 +31,8 @@ PARITY = 1e-3  # the issue's bar: max abs difference to PyTorch, images in [-1,1
 @pytest.fixture(scope="module")
 def warp_bundle(tmp_path_factory):
     """A tiny warp-and-refine bundle (untrained, seeded), as `talkinghead export` writes it."""
-    preset = presets.load("tiny-warp")
-    torch.manual_seed(0)
-    models = build_models(preset.model)
     path = tmp_path_factory.mktemp("warp") / "tiny-warp.safetensors"
-    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
-    return path
+    return write_bundle(path, presets.load("tiny-warp"))
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
-from talkinghead.checkpoint import save_weights
 from talkinghead.config import preset as presets
 from talkinghead.config.prep import PrepConfig
 from talkinghead.data import tracks
@@ -29,6 +28,7 @@ from talkinghead.training.fine_tuning import FineTuneConfig, finetune
 from talkinghead.training.meta_learning import MetaLearner
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import write_bundle
 from train_helpers import fast_preset
 
 
@@ -171,11 +171,7 @@ def test_finetune_and_render_with_a_warp_bundle(tmp_path, crops):
     preset = presets.load("tiny-warp")
     loss = dataclasses.replace(preset.loss, identity_features=0.0, identity_descriptor=0.0)
     preset = dataclasses.replace(preset, loss=loss)
-    torch.manual_seed(0)
-    models = build_models(preset.model)
-    path = tmp_path / "tiny-warp.safetensors"
-    save_weights(path, dict(models._asdict()), preset, {"step": 0}, half=True)
-    head = TalkingHead.from_checkpoint(path)
+    head = TalkingHead.from_checkpoint(write_bundle(tmp_path / "tiny-warp.safetensors", preset))
     shots = (to_tensor(frames[:3]), to_tensor(draw_landmarks_batch(landmarks[:3], 64)))
     points = torch.from_numpy(landmarks[:3]).float()
     result = finetune(
