@@ -14,7 +14,13 @@ from talkinghead.config.model import EmbedderConfig, GeneratorConfig, ModelConfi
 from talkinghead.errors import UserError
 from talkinghead.models import build_models, count_parameters
 from talkinghead.models.attention import SelfAttention
-from talkinghead.models.blocks import AdaptiveInstanceNorm, instance_norm, upsample_2x
+from talkinghead.models.blocks import (
+    AdaptiveInstanceNorm,
+    ResBlock,
+    instance_norm,
+    pooled_kernel,
+    upsample_2x,
+)
 
 BATCH = 2
 
@@ -194,6 +200,31 @@ def test_fast_kernels_compute_instance_norm_and_nearest_upsampling(memory_format
     torch.testing.assert_close(instance_norm(x), torch.nn.functional.instance_norm(x))
     expected = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="nearest")
     assert torch.equal(upsample_2x(x), expected)
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_inference_downsampling_is_the_training_blocks_function(memory_format):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 6, 3, padding=1)
+    x = torch.randn(2, 4, 10, 10).contiguous(memory_format=memory_format)
+    expected = torch.nn.functional.avg_pool2d(conv(x), 2)
+    fused = torch.nn.functional.conv2d(
+        x, pooled_kernel(conv.weight), conv.bias, stride=2, padding=1
+    )
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+    # The block takes the fused path only without gradients, and gives the same result.
+    block = ResBlock(4, 6, resample="down", norm="instance")
+    with torch.no_grad():
+        block.norm1.weight.uniform_(0.5, 1.5)
+    trained = block(x)  # train mode, gradients on: conv then pool
+    block.eval()
+    with torch.no_grad():
+        inferred = block(x)
+        block.fix_pooling()  # the same with the kernel stored (exports)
+        fixed = block(x)
+    torch.testing.assert_close(inferred, trained.detach(), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fixed, inferred, atol=1e-6, rtol=1e-6)
+    assert trained.requires_grad and inferred.shape == (2, 6, 5, 5)
 
 
 def test_generator_on_a_blank_landmark_image_is_finite(tiny):

@@ -39,7 +39,7 @@ from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import MAX_RENDER_SHOTS, TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
 from talkinghead.models import build_generator, flow, uses_shots
-from talkinghead.models.blocks import AdaptiveInstanceNorm
+from talkinghead.models.blocks import AdaptiveInstanceNorm, ResBlock
 from talkinghead.models.warp_generator import Shots, WarpGenerator, pose_distance
 
 OPSET = 17
@@ -170,6 +170,9 @@ def frame_net(head: TalkingHead, person: Person) -> tuple[nn.Module, dict]:
     generator.load_state_dict(head._generator_for(person).state_dict())
     _fold_spectral_norms(generator)
     _fix_instance_norm_groups(generator)
+    for block in generator.modules():
+        if isinstance(block, ResBlock):
+            block.fix_pooling()
     psi = person.psi.float().cpu()
     metadata = {
         "family": "warp" if uses_shots(generator) else "paper",

@@ -21,7 +21,12 @@ from talkinghead.checkpoint import load_weights, read_info
 from talkinghead.config.base import from_dict
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import to_tensor, to_uint8
-from talkinghead.device import autocast_dtype, resolve_device, resolve_precision
+from talkinghead.device import (
+    autocast_dtype,
+    keep_freed_memory,
+    resolve_device,
+    resolve_precision,
+)
 from talkinghead.errors import UserError
 from talkinghead.inference.faces import FaceCrop, crop_face
 from talkinghead.inference.person import Person
@@ -45,6 +50,8 @@ class TalkingHead:
     ):
         # device: auto|cpu|cuda[:N]|mps; precision: auto|fp32|bf16|fp16 (talkinghead.device).
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         self.precision = resolve_precision(precision, self.device)  # fp32, bf16 or fp16
         self.preset, self.model_hash = preset, model_hash
         self.embedder = models.embedder.to(self.device).eval()

@@ -32,6 +32,7 @@ from talkinghead.config.base import from_dict, save_yaml, to_dict
 from talkinghead.config.preset import Preset
 from talkinghead.data.episodes import EpisodeDataset
 from talkinghead.data.sampling import StepBatchSampler
+from talkinghead.device import keep_freed_memory
 from talkinghead.errors import UserError
 from talkinghead.losses import LossTerms
 from talkinghead.training import distributed
@@ -75,6 +76,8 @@ def train(
     """
     run_dir = Path(run_dir)
     dist = distributed.init_distributed(device)
+    if dist.device.type == "cpu":
+        keep_freed_memory()
     config = preset.train
     data = EpisodeDataset(
         data_root, config.num_shots, preset.model.image_size, config.flip_probability, config.seed
