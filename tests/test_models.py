@@ -181,6 +181,20 @@ def test_gradients_reach_every_parameter_of_e_g_p_and_d(tiny):
     assert "projection.bias" in dict(models.generator.named_parameters())
 
 
+def test_adain_with_one_psi_for_the_batch_equals_per_item_adain():
+    # Rendering expands one person's psi over the batch; AdaIN then folds the scale and shift
+    # into the norm's own affine. The result is per-item AdaIN with equal parameters.
+    torch.manual_seed(0)
+    norm, x = AdaptiveInstanceNorm(4), torch.randn(3, 4, 5, 5)
+    one = torch.randn(1, 8)
+    per_item = norm(x, one.repeat(3, 1))  # a copy per item: the general path
+    expected = (x - x.mean((2, 3), keepdim=True)) / (x.var((2, 3), False, True) + 1e-5).sqrt()
+    expected = expected * one[0, :4, None, None] + one[0, 4:, None, None]
+    torch.testing.assert_close(per_item, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm(x, one.expand(3, -1)), per_item, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(norm(x[:1], one), per_item[:1], atol=1e-5, rtol=1e-5)
+
+
 def test_adain_on_constant_input_is_finite_with_finite_gradients():
     norm = AdaptiveInstanceNorm(4)
     x = torch.full((2, 4, 8, 8), 3.0, requires_grad=True)

@@ -21,7 +21,6 @@ folded into plain weights (eval mode runs no power iteration, so the weights are
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import warnings
@@ -39,7 +38,7 @@ from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import MAX_RENDER_SHOTS, TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
 from talkinghead.models import build_generator, flow, uses_shots
-from talkinghead.models.blocks import AdaptiveInstanceNorm, ResBlock
+from talkinghead.models.blocks import ResBlock
 from talkinghead.models.warp_generator import Shots, WarpGenerator, pose_distance
 
 OPSET = 17
@@ -169,7 +168,6 @@ def frame_net(head: TalkingHead, person: Person) -> tuple[nn.Module, dict]:
     generator = build_generator(head.preset.model).eval()
     generator.load_state_dict(head._generator_for(person).state_dict())
     _fold_spectral_norms(generator)
-    _fix_instance_norm_groups(generator)
     for block in generator.modules():
         if isinstance(block, ResBlock):
             block.fix_pooling()
@@ -198,22 +196,6 @@ def _fold_spectral_norms(module: nn.Module) -> None:
         if parametrize.is_parametrized(layer):
             for name in list(layer.parametrizations):
                 parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
-
-
-def _fix_instance_norm_groups(module: nn.Module) -> None:
-    """Give each AdaIN's instance norm its channel count as a constant, in place.
-
-    ``blocks.instance_norm`` reads the group count from the input's shape, which the tracer
-    records as a runtime value; ONNX's group norm needs a constant. Same function, same kernel.
-    """
-    for layer in list(module.modules()):
-        if isinstance(layer, AdaptiveInstanceNorm):
-            layer.forward = functools.partial(_adain_forward, layer)
-
-
-def _adain_forward(norm: AdaptiveInstanceNorm, x: Tensor, params: Tensor) -> Tensor:
-    scale, shift = params[:, :, None, None].chunk(2, dim=1)
-    return F.group_norm(x, norm.channels, eps=norm.eps) * scale + shift
 
 
 def export_onnx(head: TalkingHead, person: Person) -> bytes:
