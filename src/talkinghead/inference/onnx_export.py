@@ -76,13 +76,10 @@ class WarpFrameNet(nn.Module):
         super().__init__()
         self.generator = generator
         self.num_shots = shots.frames.shape[1]
-        flow_size = generator.config.flow_size
         self.register_buffer("psi", psi.reshape(1, -1))
         self.register_buffer("points", shots.points)  # [1,K,68,2]
         # What the motion net reads of each shot, at flow size (shot-only: computed once here).
-        shot_small = torch.cat([shots.landmark_images, shots.frames], 2)[0]
-        shot_small = F.interpolate(shot_small, size=flow_size, mode="area")
-        maps = [shot_small, shots.frames[0], *shots.features]  # each [K,C,s,s]
+        maps = [generator._shot_small(shots, 1), shots.frames[0], *shots.features]  # each [K,C,s,s]
         self.tables = [f"table_{i}" for i in range(len(maps))]
         for name, shot_maps in zip(self.tables, maps):
             self.register_buffer(name, shot_maps.permute(0, 2, 3, 1).flatten(0, 2).contiguous())

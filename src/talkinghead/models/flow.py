@@ -130,7 +130,8 @@ def resize_grid(grid: Tensor, size: int) -> Tensor:
     if grid.shape[1] == size:
         return grid
     identity = identity_grid(grid.shape[1], grid.device, grid.dtype)
-    displacement = (grid - identity).permute(0, 3, 1, 2)
+    # Contiguous NCHW: bilinear upsampling of a 2-channel channels-last view took 4x as long.
+    displacement = (grid - identity).permute(0, 3, 1, 2).contiguous()
     resized = F.interpolate(displacement, size=(size, size), mode="bilinear")
     return resized.permute(0, 2, 3, 1) + identity_grid(size, grid.device, grid.dtype)
 

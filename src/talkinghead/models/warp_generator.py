@@ -173,9 +173,12 @@ class WarpGenerator(AdainProjection, nn.Module):
         if not shots.features:
             shots = self.encode_shots(shots.frames, shots.landmark_images, shots.points)
         n = target_landmark_image.shape[0]
+        shot_small = self._shot_small(shots, n)
         shots = _expand_shots(shots, n)
         k = shots.frames.shape[1]
-        grid, residual, logits = self._motion(target_landmark_image, target_points, shots)
+        grid, residual, logits = self._motion(
+            target_landmark_image, target_points, shots, shot_small
+        )
         weights = torch.softmax(logits.view(n, k, *logits.shape[1:]), dim=1)  # [N,K,f,f]
         warped_rgb = _blend(flow.warp(shots.frames.flatten(0, 1), grid), weights, n, k)
         target_features = self.target_encoder.features(target_landmark_image)
@@ -190,7 +193,16 @@ class WarpGenerator(AdainProjection, nn.Module):
         image = mask * warped_rgb + (1 - mask) * rgb
         return WarpOutput(image, warped_rgb, mask, residual, weights)
 
-    def _motion(self, target_landmark_image, target_points, shots: Shots):
+    def _shot_small(self, shots: Shots, n: int) -> Tensor:
+        """What the motion net reads of each shot (landmark image and pixels at flow size),
+        ``[N*K,6,f,f]``; shots shared by the batch are resized once, not once per item."""
+        both = torch.cat([shots.landmark_images, shots.frames], 2).flatten(0, 1)
+        small = F.interpolate(both, size=self.config.flow_size, mode="area")
+        if shots.frames.shape[0] == n:
+            return small
+        return small.unsqueeze(0).expand(n, *small.shape).flatten(0, 1)
+
+    def _motion(self, target_landmark_image, target_points, shots: Shots, shot_small: Tensor):
         """Refined sampling grids ``[N*K,f,f,2]``, the residual and confidence logits."""
         k = shots.frames.shape[1]
         size, flow_size = self.image_size, self.config.flow_size
@@ -200,10 +212,8 @@ class WarpGenerator(AdainProjection, nn.Module):
         with torch.no_grad(), torch.autocast(target_points.device.type, enabled=False):
             analytic = flow.tps_grid(target_points.float(), shots.points.float(), size, flow_size)
             analytic = analytic.flatten(0, 1)
-        small = lambda t: F.interpolate(t, size=flow_size, mode="area")  # noqa: E731
-        target_small = small(target_landmark_image)
+        target_small = F.interpolate(target_landmark_image, size=flow_size, mode="area")
         target_small = target_small[:, None].expand(-1, k, -1, -1, -1).flatten(0, 1)
-        shot_small = small(torch.cat([shots.landmark_images, shots.frames], 2).flatten(0, 1))
         warped_small = flow.warp(shot_small, analytic)
         residual, confidence = self.motion(torch.cat([target_small, warped_small], 1))
         grid = analytic + self.config.flow_residual_scale * residual.permute(0, 2, 3, 1)
