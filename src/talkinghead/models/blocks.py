@@ -207,7 +207,7 @@ def pooled_kernel(weight: Tensor) -> Tensor:
 
     Each pooled output averages four 3x3 windows that together cover a 4x4 one, so the kernel
     is the 3x3 one convolved with a 2x2 box of 1/4 (the zero padding of 1 carries over): the
-    same function with 2.25x fewer multiply-adds and no full-resolution intermediate (2.0-2.2x
+    same function with 2.25x fewer multiply-adds and no full-resolution intermediate (1.8-2.2x
     faster on CPU). ``down`` blocks use it where no gradient is needed (inference).
     """
     shifted = (F.pad(weight, (left, 1 - left, top, 1 - top)) for left in (0, 1) for top in (0, 1))
