@@ -180,8 +180,8 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 # glibc's malloc serves blocks over its mmap threshold with fresh mmaps and hands freed memory
 # at the heap's top back to the system past its trim threshold. A rendered batch allocates and
 # frees many 1-16 MB activations per layer, so every layer paid page faults on new memory: one
-# 128 px encoder block ran 2.2x faster with both thresholds raised (the same effect as the
-# jemalloc/tcmalloc preload Intel recommends for PyTorch on CPUs; bench/animate.py).
+# 128 px encoder block ran 2.2x faster with both thresholds raised, the render 10-20% (the same
+# effect as the jemalloc/tcmalloc preload Intel recommends for PyTorch on CPUs).
 MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value on 64-bit
 TRIM_THRESHOLD = 256 << 20  # keep up to this much freed memory for the next batch
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers (malloc.h)

@@ -53,9 +53,7 @@ class WarpGeneratorConfig:
     # Shot and target encoders: downsampling blocks; each output scale is warped and blended.
     feature_channels: tuple[int, ...] = (32, 64)  # 128 px -> 64, 32
     # Decoder: the first entry is the bottleneck width at the deepest scale; each further entry
-    # is an upsampling AdaIN block, up to len(feature_channels) + 1 entries (full resolution).
-    # With fewer, the decoder paints at a lower resolution and its colour and mask are
-    # upsampled; the warped pixels are still mixed in at full resolution (the fast preset).
+    # is an upsampling AdaIN block, so len(decoder_channels) = len(feature_channels) + 1.
     decoder_channels: tuple[int, ...] = (96, 48, 32)
     num_bottleneck_blocks: int = 2
     flow_size: int = 32  # resolution of the analytic map, the motion net and the blend weights
@@ -109,10 +107,10 @@ class ModelConfig:
         warp = self.warp_generator
         where = "model.warp_generator"
         _check_down_path(f"{where}.feature_channels", self.image_size, warp.feature_channels)
-        if not 1 <= len(warp.decoder_channels) <= len(warp.feature_channels) + 1:
+        if len(warp.decoder_channels) != len(warp.feature_channels) + 1:
             raise UserError(
-                f"{where}.decoder_channels needs 1 to {len(warp.feature_channels) + 1} entries "
-                f"(the bottleneck, then at most one upsampling block per encoder scale), got "
+                f"{where}.decoder_channels needs {len(warp.feature_channels) + 1} entries (the "
+                f"bottleneck, then one upsampling block per encoder scale), got "
                 f"{len(warp.decoder_channels)}"
             )
         if warp.flow_size < 4 or warp.flow_size % 2 or self.image_size % warp.flow_size:

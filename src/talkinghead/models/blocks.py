@@ -25,11 +25,12 @@ class AdaptiveInstanceNorm(nn.Module):
     """AdaIN (Huang & Belongie 2017): per-channel instance norm, then scale and shift from psi.
 
     ``forward(x [N,C,H,W], params [N,2C]) -> [N,C,H,W]``; ``params`` holds C scales then C
-    shifts. The normalisation is group norm with a group per channel (:func:`instance_norm`), a
-    fused kernel that keeps the epsilon inside the reciprocal square root: a constant channel
-    gives 0 and finite gradients, where a hand-written ``sqrt(var)`` gives NaN (a known pitfall
-    of one reimplementation). The group count is the layer's channel count, a constant an ONNX
-    export records as such.
+    shifts. The normalisation is group norm with a group per channel: instance norm on PyTorch's
+    CPU kernel for group norm (~5x faster than ``F.instance_norm``, which reshapes into a batch
+    norm), fused, with the epsilon inside the reciprocal square root: a constant channel gives 0
+    and finite gradients, where a hand-written ``sqrt(var)`` gives NaN (a known pitfall of one
+    reimplementation). The group count is the layer's channel count, a constant an ONNX export
+    records as such.
     """
 
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
@@ -50,15 +51,6 @@ class AdaptiveInstanceNorm(nn.Module):
             return F.group_norm(x, self.channels, scale, shift, self.eps)
         scale, shift = params[:, :, None, None].chunk(2, dim=1)
         return F.group_norm(x, self.channels, eps=self.eps) * scale + shift
-
-
-def instance_norm(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """Instance norm without affine parameters, ``[N,C,H,W] -> [N,C,H,W]``.
-
-    Group norm with one channel per group is exactly instance norm; PyTorch's CPU kernel for
-    it is ~5x faster than ``F.instance_norm`` (which reshapes into a batch norm).
-    """
-    return F.group_norm(x, x.shape[1], eps=eps)
 
 
 def upsample_2x(x: Tensor) -> Tensor:

@@ -186,8 +186,6 @@ class WarpGenerator(AdainProjection, nn.Module):
             _blend(flow.warp(features, grid), weights, n, k) for features in shots.features
         ]
         x = self._decode(target_features, warped_features, psi)
-        if x.shape[-1] != self.image_size:  # a decoder that stops below full resolution
-            x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False)
         rgb, mask_logit = torch.tanh(x[:, :IMAGE_CHANNELS]), x[:, IMAGE_CHANNELS:]
         mask = torch.sigmoid(mask_logit)
         image = mask * warped_rgb + (1 - mask) * rgb
