@@ -80,6 +80,35 @@ def test_warp_family_matches_pytorch_on_real_frames(warp_head, clip_person, driv
     assert model.metadata["family"] == "warp" and len(model.shot_points) == 3
 
 
+def test_every_norm_is_one_instance_normalization_with_its_scale(warp_head, clip_person):
+    """AdaIN with the baked psi and the encoders' instance norms export as one op each, with
+    the scale and shift inside it (not Reshape, InstanceNormalization, Reshape, Mul, Add)."""
+    from torch import nn
+
+    from talkinghead.models.blocks import AdaptiveInstanceNorm
+
+    model = onnx.load_from_string(onnx_backend.export_onnx(warp_head, clip_person))
+    norms = [n for n in model.graph.node if n.op_type == "InstanceNormalization"]
+    layers = [
+        m
+        for m in warp_head.generator.modules()
+        if isinstance(m, AdaptiveInstanceNorm | nn.GroupNorm)
+    ]
+    # The shot encoder runs at export time (its maps are constants), not in the graph.
+    in_graph = [
+        m for m in layers if not any(m is x for x in warp_head.generator.shot_encoder.modules())
+    ]
+    assert len(norms) == len(in_graph) > 0
+    constants = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    assert not any(producers.get(norm.input[0]) == "Reshape" for norm in norms)
+    scales = [constants[norm.input[1]] for norm in norms]
+    assert all(scale.ndim == 1 for scale in scales)
+    # psi's scales are inside the op (the untrained encoders' instance norms have unit scales).
+    adain = sum(isinstance(m, AdaptiveInstanceNorm) for m in in_graph)
+    assert sum(not np.all(scale == 1) for scale in scales) == adain > 0
+
+
 def test_paper_family_matches_pytorch_on_real_frames(head, person, driver_landmarks):
     _check_parity(head, person, _targets(head, person, driver_landmarks))
 

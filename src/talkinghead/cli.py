@@ -308,6 +308,37 @@ def _resume_mode(text: str) -> str:
     return text
 
 
+def _add_distill(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
+    p = sub.add_parser(
+        "distill",
+        help="a narrower warp decoder taught by a trained bundle -> a faster bundle",
+        description="Train the decoder of --preset (a warp preset that differs from the "
+        "teacher's only in the decoder) to give the teacher's frames on a prep dataset; E, D, "
+        "the encoders and the motion net are the teacher's. Resumes from --run.",
+    )
+    p.add_argument("teacher", type=Path, help="the teacher bundle (.safetensors)")
+    p.add_argument("--data", type=Path, required=True, help="a `talkinghead prep` dataset")
+    p.add_argument("--run", type=Path, required=True, help="run folder (checkpoint)")
+    p.add_argument("--out", type=Path, required=True, help="the student bundle (.safetensors)")
+    p.add_argument("--preset", default="warp-128-lite", help="the student's preset")
+    p.add_argument("--steps", type=_positive, default=1500, help="train until this step")
+    p.add_argument("--batch-size", type=_positive, default=8)
+    p.add_argument("--no-progress", action="store_true")
+    return _run_distill
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    from talkinghead.config import preset as presets
+    from talkinghead.training.distill import DistillOptions, distill
+
+    options = DistillOptions(steps=args.steps, batch_size=args.batch_size)
+    preset = presets.load(args.preset)
+    out = distill(
+        args.teacher, preset, args.data, args.run, args.out, options, not args.no_progress
+    )
+    return 0 if out is not None else 1
+
+
 def _add_export(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace], int]:
     p = sub.add_parser("export", help="training run -> inference bundle (EMA weights, no W)")
     p.add_argument("run", type=Path, help="run folder or its checkpoint.pt")
@@ -919,6 +950,7 @@ COMMANDS = (
     _add_prep,
     _add_corpus,
     _add_train,
+    _add_distill,
     _add_export,
     _add_finetune,
     _add_animate,

