@@ -7,8 +7,9 @@ another run says little about a change. This bench checks ``REV`` out in a tempo
 worktree and runs the same measurement in a fresh process on each tree in turn (ABBA order),
 ``--rounds`` times: network alone (``TalkingHead.render``: landmark images and G, 32 frames, the
 best of 3) at batch 1 and 8 with the astronaut photo (1 shot) and 8 frames of the sample clip (8
-shots), and ``animate`` end to end on the sample clip (1 shot, batch 8, overlap on). Both trees
-load the same bundled model file; fp32. Reported: the median of each figure over the rounds and
+shots), and ``animate`` end to end on the sample clip (1 shot, batch 8, overlap on). Each tree
+loads its own bundled default model (the same file unless the default changed in between, when
+the ratio is the new default's against the old one's); fp32. Reported: the median of each figure over the rounds and
 this tree's speed as a ratio of REV's.
 """
 

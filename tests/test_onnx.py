@@ -102,6 +102,8 @@ def test_every_norm_is_one_instance_normalization_with_its_scale(warp_head, clip
     constants = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     producers = {o: n.op_type for n in model.graph.node for o in n.output}
     assert not any(producers.get(norm.input[0]) == "Reshape" for norm in norms)
+    used = {i for n in model.graph.node for i in n.input}
+    assert all(init.name in used for init in model.graph.initializer)  # ORT warns of each
     scales = [constants[norm.input[1]] for norm in norms]
     assert all(scale.ndim == 1 for scale in scales)
     # psi's scales are inside the op (the untrained encoders' instance norms have unit scales).

@@ -82,7 +82,7 @@ def find_weights(explicit: str | Path | None, filenames: tuple[str, ...]) -> Pat
     return None
 
 
-DEFAULT_MODEL = "default-warp-128.safetensors"
+DEFAULT_MODEL = "default-warp-128-lite.safetensors"
 
 
 def default_model_path() -> Path:

@@ -347,6 +347,10 @@ def fold_group_norms(model) -> int:
         kept = alive
     del graph.node[:]
     graph.node.extend(kept)
+    used = {i for n in kept for i in n.input} | {o.name for o in graph.output}
+    unused = [init for init in graph.initializer if init.name not in used]
+    for init in unused:  # ONNX Runtime warns about each one left
+        graph.initializer.remove(init)
     return len(replaced)
 
 

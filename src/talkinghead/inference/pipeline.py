@@ -98,7 +98,7 @@ class TalkingHead:
     def from_pretrained(
         cls, path: str | Path | None = None, device: str = "auto", precision: str = "auto"
     ) -> TalkingHead:
-        """A bundle by path, or with none the bundled default model (warp-128, offline)."""
+        """A bundle by path, or with none the bundled default model (warp-128-lite, offline)."""
         from talkinghead import assets  # the one place for model lookup
 
         return cls.from_checkpoint(path or assets.default_model_path(), device, precision)
