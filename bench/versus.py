@@ -9,8 +9,8 @@ worktree and runs the same measurement in a fresh process on each tree in turn (
 best of 3) at batch 1 and 8 with the astronaut photo (1 shot) and 8 frames of the sample clip (8
 shots), and ``animate`` end to end on the sample clip (1 shot, batch 8, overlap on). Each tree
 loads its own bundled default model (the same file unless the default changed in between, when
-the ratio is the new default's against the old one's); fp32. Reported: the median of each figure over the rounds and
-this tree's speed as a ratio of REV's.
+the ratio is the new default's against the old one's); fp32. Reported: the median of each
+figure over the rounds and this tree's speed as a ratio of REV's.
 """
 
 from __future__ import annotations
