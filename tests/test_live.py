@@ -203,7 +203,15 @@ def test_ctrl_c_closes_everything_and_exits_130(bundle, clip_path, tmp_path):
         *("--source", str(assets.astronaut_path()), "--driver", str(clip_path)),
         *("--model", str(bundle), "--finetune-steps", "0", "--device", "cpu"),
     ]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # A runner started in the background of a shell without job control ignores SIGINT, and
+        # its children inherit that: the user's Ctrl-C reaches a live that has the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     seen = ""
     while "frames/s" not in seen and process.poll() is None:  # running live: interrupt it
         seen += process.stderr.read(1)
