@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from talkinghead.checkpoint import read_info, read_state_dict, save_weights
+from talkinghead.checkpoint import load_weights, read_info, read_state_dict, save_weights
 from talkinghead.config import preset as presets
 from talkinghead.config.base import to_dict
 from talkinghead.config.prep import PrepConfig
@@ -76,12 +76,7 @@ def _psi_by_layer(generator, psi: torch.Tensor) -> dict[str, tuple[torch.Tensor,
 
 def _models(teacher_path: Path, student_preset: presets.Preset):
     models = build_models(presets.load("tiny-warp").model)
-    state = read_state_dict(teacher_path)
-    for name, module in models._asdict().items():
-        prefix = f"{name}."
-        module.load_state_dict(
-            {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-        )
+    load_weights(teacher_path, dict(models._asdict()))
     torch.manual_seed(1)
     student = build_generator(student_preset.model)
     init_student(student, models.generator)

@@ -321,7 +321,7 @@ def _add_distill(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespac
     p.add_argument("--run", type=Path, required=True, help="run folder (checkpoint)")
     p.add_argument("--out", type=Path, required=True, help="the student bundle (.safetensors)")
     p.add_argument("--preset", default="warp-128-lite", help="the student's preset")
-    p.add_argument("--steps", type=_positive, default=1500, help="train until this step")
+    p.add_argument("--steps", type=_positive, default=1500, help="train until this step (1500)")
     p.add_argument("--batch-size", type=_positive, default=8)
     p.add_argument("--no-progress", action="store_true")
     return _run_distill

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from talkinghead.checkpoint import (
+    check_model_config,
     latest_run_checkpoint,
     load_training_state,
     load_weights,
@@ -46,10 +47,11 @@ from talkinghead.models import build_generator, build_models
 from talkinghead.models.blocks import AdaptiveInstanceNorm
 from talkinghead.models.warp_generator import WarpGenerator
 from talkinghead.training.ema import decay_at, make_ema, update_ema
-from talkinghead.training.loop import _SignalFlag
+from talkinghead.training.loop import SignalFlag
 
 # Modules of the warp generator the student takes from the teacher unchanged (and freezes).
 SHARED_MODULES = ("shot_encoder", "target_encoder", "motion")
+DECODER_FIELDS = ("decoder_channels", "num_bottleneck_blocks")  # what a student may change
 MASK_WEIGHT = 1.0  # L1 on the mask, beside L1 on the frame
 SPECTRAL_WEIGHT = ".parametrizations.weight.original"  # a spectrally normalised layer's weight
 POWER_ITERATIONS = 100  # to estimate a narrowed layer's spectral norm at the start
@@ -57,7 +59,7 @@ POWER_ITERATIONS = 100  # to estimate a narrowed layer's spectral norm at the st
 
 @dataclasses.dataclass(frozen=True)
 class DistillOptions:
-    steps: int = 2000
+    steps: int = 1500
     batch_size: int = 8
     max_shots: int = 8  # each batch draws K in 1..max_shots
     lr: float = 3e-4  # Adam, cosine decay to 0 over ``steps``
@@ -69,27 +71,19 @@ class DistillOptions:
 def student_preset(teacher: Preset, student: Preset, teacher_path: Path) -> Preset:
     """The student's preset: the teacher's, with the student's warp decoder settings.
 
-    Only the decoder may differ: E, D and the encoders are the teacher's.
+    Only the decoder may differ (E, D and the encoders are the teacher's): any other model
+    field that differs is a one-line error naming it.
     """
     if teacher.model.generator_type != "warp" or student.model.generator_type != "warp":
         raise UserError(f"{teacher_path}: distillation needs warp-family models on both sides")
     ours, theirs = student.model.warp_generator, teacher.model.warp_generator
-    for name in ("feature_channels", "flow_size", "motion_channels", "num_motion_blocks"):
-        if getattr(ours, name) != getattr(theirs, name):
-            raise UserError(
-                f"{teacher_path}: the student's warp_generator.{name} is {getattr(ours, name)}, "
-                f"the teacher's {getattr(theirs, name)}; only the decoder may differ"
-            )
-    if student.model.image_size != teacher.model.image_size:
-        raise UserError(
-            f"{teacher_path}: the teacher is {teacher.model.image_size} px, the student "
-            f"{student.model.image_size} px"
-        )
-    warp = dataclasses.replace(
-        theirs,
-        decoder_channels=ours.decoder_channels,
-        num_bottleneck_blocks=ours.num_bottleneck_blocks,
+    decoder = {name: getattr(ours, name) for name in DECODER_FIELDS}
+    teachers_decoder = {name: getattr(theirs, name) for name in DECODER_FIELDS}
+    rest = dataclasses.replace(ours, **teachers_decoder)
+    check_model_config(
+        teacher_path, teacher.model, dataclasses.replace(student.model, warp_generator=rest)
     )
+    warp = dataclasses.replace(theirs, **decoder)
     return dataclasses.replace(
         teacher, model=dataclasses.replace(teacher.model, warp_generator=warp)
     )
@@ -209,9 +203,8 @@ def distill(
     student.train()
     for name in SHARED_MODULES:
         getattr(student, name).eval()  # frozen: no power iteration, the teacher's weights
-    teacher, student, ema = (
-        m.to(memory_format=torch.channels_last) for m in (teacher, student, ema)
-    )
+    for module in (teacher, student, ema):
+        module.to(memory_format=torch.channels_last)
     log(
         f"distill: {teacher_path} -> {out}; decoder {preset.model.warp_generator.decoder_channels}"
         f", {preset.model.warp_generator.num_bottleneck_blocks} bottleneck block(s); "
@@ -235,7 +228,7 @@ def distill(
     bar = tqdm(total=options.steps, initial=step, unit="step", disable=not progress)
     recent: list[float] = []
     started = time.perf_counter()
-    signals = _SignalFlag()
+    signals = SignalFlag()
     while step < options.steps and not signals.raised:
         batch = _batch(data, rng, options, step)
         shots = int(rng.integers(1, options.max_shots + 1))

@@ -99,7 +99,7 @@ def train(
         f"{dist.device}, variant {config.variant}, step {step} -> {config.max_steps}",
     )
     loader = _loader(data, config, dist, step)
-    stopper = _SignalFlag()
+    stopper = SignalFlag()
     bar = tqdm(
         total=config.max_steps,
         initial=step,
@@ -280,7 +280,7 @@ def _set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(python_state), gauss_next))
 
 
-class _SignalFlag:
+class SignalFlag:
     """Turns SIGTERM/SIGINT into a flag checked between steps (then checkpoint and exit)."""
 
     def __init__(self):
