@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch.nn.utils import parametrize
 from torch.utils.data import default_collate
 
 from talkinghead.config import preset as presets
@@ -19,7 +20,7 @@ from talkinghead.data.preprocess import run_prep
 from talkinghead.evaluation.baselines import warp_nearest
 from talkinghead.inference.pipeline import TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
-from talkinghead.models import build_models
+from talkinghead.models import build_models, frozen_copy
 from talkinghead.models.flow import fit_tps, pixels_to_grid, tps_grid, warp
 from talkinghead.models.warp_generator import Shots
 from talkinghead.training.content import build_training_content_loss
@@ -204,3 +205,38 @@ def test_spread_shots_covers_the_poses():
     picks = spread_shots(landmarks, 5)
     assert len(set(picks.tolist())) == 5 and picks[0] == 0
     assert np.array_equal(spread_shots(landmarks[:3], 5), np.arange(3))
+
+
+def test_frozen_copy_renders_as_g_and_follows_changes_to_its_weights(tmp_path, crops):
+    """Rendering runs a copy of G with spectral norms and pooling folded: the same frames as G's
+    own forward; a change to G's weights in place (a training step) is not hidden by it."""
+    frames, landmarks = crops
+    preset = presets.load("tiny-warp")
+    head = TalkingHead.from_checkpoint(write_bundle(tmp_path / "tiny-warp.safetensors", preset))
+    copy = frozen_copy(head.generator, preset.model)
+    assert not any(parametrize.is_parametrized(m) for m in copy.modules())
+    assert not any(p.requires_grad for p in copy.parameters())
+    drawn = to_tensor(draw_landmarks_batch(landmarks[[50, 70]], 64))
+    target = torch.tensor(landmarks[[50, 70]]).float()
+    psi = head.generator.project(torch.rand(1, head.generator.embedding_dim)).expand(2, -1)
+    shots = _shots(frames[[0, 100]], landmarks[[0, 100]], 64)
+    with torch.no_grad():
+        expected = head.generator(drawn, target, psi, shots).image
+        frozen = copy(drawn, target, psi, shots).image
+    assert torch.allclose(frozen, expected, atol=1e-5)
+    assert (expected - expected.mean()).abs().mean() > 0.01  # not a flat image
+
+    from talkinghead.inference.faces import FaceCrop
+
+    crop_list = [FaceCrop(frames[i], landmarks[i], np.array([0.0, 0, 64, 64]), 1) for i in (0, 80)]
+    person = head.personalize_crops(crop_list, finetune_steps=0, progress=False)
+    before = head.render(person, landmarks[100:102])
+    assert np.array_equal(before, head.render(person, landmarks[100:102]))
+    with torch.no_grad():
+        head.generator.output_conv.weight.mul_(-1.0)  # in place, as an optimiser step is
+    after = head.render(person, landmarks[100:102])
+    assert np.abs(after.astype(int) - before).mean() > 1.0
+    fresh = TalkingHead(head.preset, build_models(preset.model), "x")
+    fresh.generator.load_state_dict(head.generator.state_dict())
+    fresh.embedder.load_state_dict(head.embedder.state_dict())
+    assert np.array_equal(after, fresh.render(person, landmarks[100:102]))

@@ -31,15 +31,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from talkinghead.data.episodes import to_tensor
 from talkinghead.errors import UserError
 from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import MAX_RENDER_SHOTS, TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
-from talkinghead.models import build_generator, flow, uses_shots
-from talkinghead.models.blocks import ResBlock
+from talkinghead.models import build_generator, flow, frozen_copy, uses_shots
 from talkinghead.models.warp_generator import Shots, WarpGenerator, pose_distance
 
 OPSET = 17
@@ -164,14 +162,7 @@ class PaperFrameNet(nn.Module):
 
 def frame_net(head: TalkingHead, person: Person) -> tuple[nn.Module, dict]:
     """The person's per-frame network (fp32, CPU, spectral norms folded) and its metadata."""
-    # A fresh copy (not deepcopy: parametrised modules of a deep copy share their class with
-    # the original, and folding one would break the other).
-    generator = build_generator(head.preset.model).eval()
-    generator.load_state_dict(head._generator_for(person).state_dict())
-    _fold_spectral_norms(generator)
-    for block in generator.modules():
-        if isinstance(block, ResBlock):
-            block.fix_pooling()
+    generator = frozen_copy(head._generator_for(person), head.preset.model)
     psi = person.psi.float().cpu()
     metadata = {
         "family": "warp" if uses_shots(generator) else "paper",
@@ -189,14 +180,6 @@ def frame_net(head: TalkingHead, person: Person) -> tuple[nn.Module, dict]:
         shots = generator.encode_shots(frames, drawn, torch.from_numpy(points)[None])
     metadata |= {"flow_size": generator.config.flow_size, "shot_points": points.tolist()}
     return WarpFrameNet(generator, shots, psi).eval(), metadata
-
-
-def _fold_spectral_norms(module: nn.Module) -> None:
-    """Replace every parametrised weight by its current value (W / sigma), in place."""
-    for layer in list(module.modules()):
-        if parametrize.is_parametrized(layer):
-            for name in list(layer.parametrizations):
-                parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
 
 
 def export_onnx(head: TalkingHead, person: Person) -> bytes:

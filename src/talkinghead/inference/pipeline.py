@@ -32,7 +32,13 @@ from talkinghead.inference.faces import FaceCrop, crop_face
 from talkinghead.inference.person import Person
 from talkinghead.landmarks import geometry, motion
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
-from talkinghead.models import build_generator, build_models, uses_shots
+from talkinghead.models import (
+    build_generator,
+    build_models,
+    frozen_copy,
+    uses_shots,
+    weights_version,
+)
 from talkinghead.models.warp_generator import Shots
 from talkinghead.training.content import build_training_content_loss
 from talkinghead.training.fine_tuning import FineTuneConfig, finetune
@@ -62,6 +68,9 @@ class TalkingHead:
         self.notes: list[str] = []  # warnings for the caller to show (several faces, ...)
         self._fine_tuned: list[tuple[Person, torch.nn.Module]] = []
         self._shots_cache: tuple | None = None  # (person, generator, its encoded shots)
+        # Inference copies of G and of G' (models.frozen_copy): (source, its weights' version,
+        # the copy), the most recent first.
+        self._frozen: list[tuple[torch.nn.Module, tuple, torch.nn.Module]] = []
         # Another runtime for the per-frame network (ONNX Runtime: inference/onnx_backend.py).
         self.backend_renderer = None
 
@@ -116,6 +125,7 @@ class TalkingHead:
             if isinstance(value, torch.nn.Module):  # E, G, D and the content loss once built
                 setattr(self, name, value.to(self.device))
         self._fine_tuned = [(p, g.to(self.device)) for p, g in self._fine_tuned]
+        self._frozen, self._shots_cache = [], None
         return self
 
     @functools.cached_property
@@ -240,12 +250,28 @@ class TalkingHead:
         self._fine_tuned = [(person, generator), *self._fine_tuned[:3]]
         return generator
 
+    def _render_generator(self, person: Person) -> torch.nn.Module:
+        """The inference copy (:func:`models.frozen_copy`) of the person's G or G', made once
+        and made again only when the source's weights have changed in place."""
+        source = self._generator_for(person)
+        version = weights_version(source)
+        for index, (cached_source, cached_version, copy) in enumerate(self._frozen):
+            if cached_source is source:
+                if cached_version == version:
+                    return copy
+                del self._frozen[index]
+                break
+        copy = frozen_copy(source, self.preset.model)
+        copy = copy.to(self.device, memory_format=torch.channels_last)
+        self._frozen = [(source, version, copy), *self._frozen[:3]]
+        return copy
+
     @torch.no_grad()
     def render(self, person: Person, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Frames [T,S,S,3] uint8 of the person with landmarks [T,68,2] (crop pixels)."""
         if self.backend_renderer is not None:
             return self.backend_renderer.render(person, landmarks, batch_size)
-        generator = self._generator_for(person)
+        generator = self._render_generator(person)
         psi = person.psi.to(self.device)[None]
         shots = self._encoded_shots(person, generator) if uses_shots(generator) else None
         out = []

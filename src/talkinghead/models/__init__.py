@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from talkinghead.config.model import ModelConfig
+from talkinghead.models.blocks import ResBlock
 from talkinghead.models.discriminator import Discriminator, DiscriminatorOutput
 from talkinghead.models.embedder import Embedder
 from talkinghead.models.generator import Generator
@@ -41,6 +44,32 @@ def build_generator(config: ModelConfig) -> Generator | WarpGenerator:
     return Generator(config.generator, **shape)
 
 
+def frozen_copy(generator: nn.Module, config: ModelConfig) -> nn.Module:
+    """A copy of G for inference only: each spectrally normalised weight replaced by its value
+    (W / sigma, which ``eval()`` recomputes on every forward otherwise: ~20% of a batch-1
+    frame at 128 px) and each down block's conv and pool stored as one conv. The same function
+    as G in ``eval()``; its weights cannot be trained or saved as a G checkpoint."""
+    # A fresh G, not a deepcopy: parametrised modules of a deep copy share their class with
+    # the original, and folding one would break the other.
+    copy = build_generator(config).eval()
+    copy.load_state_dict(generator.state_dict())
+    for layer in list(copy.modules()):
+        if parametrize.is_parametrized(layer):
+            for name in list(layer.parametrizations):
+                parametrize.remove_parametrizations(layer, name, leave_parametrized=True)
+    for block in copy.modules():
+        if isinstance(block, ResBlock):
+            block.fix_pooling()
+    return copy.requires_grad_(False)
+
+
+def weights_version(module: nn.Module) -> tuple[int, ...]:
+    """Changes whenever any parameter or buffer of ``module`` is changed in place (an
+    optimiser step, ``load_state_dict``): tells a cached copy it is out of date."""
+    with torch.no_grad():
+        return tuple(t._version for t in (*module.parameters(), *module.buffers()))
+
+
 def uses_shots(generator: nn.Module) -> bool:
     """Whether G reads the shots' pixels (warp family) or only psi (the paper's)."""
     return bool(getattr(generator, "uses_shots", False))
@@ -62,5 +91,7 @@ __all__ = [
     "build_generator",
     "build_models",
     "count_parameters",
+    "frozen_copy",
     "uses_shots",
+    "weights_version",
 ]
