@@ -36,9 +36,12 @@ def pixels_to_grid(points: Tensor, size: int) -> Tensor:
 def border_anchors(size: int, device=None, dtype=torch.float32) -> Tensor:
     """``[A,2]`` fixed points (grid coordinates) on a square just outside the frame."""
     edge = 1 + 2 / size  # one pixel outside the outermost pixel centres
-    ticks = torch.linspace(-edge, edge, ANCHORS_PER_SIDE, device=device, dtype=dtype)
-    points = {(float(x), float(y)) for x in ticks for y in (ticks[0], ticks[-1])}
-    points |= {(float(x), float(y)) for y in ticks for x in (ticks[0], ticks[-1])}
+    # Python numbers: no tensor and no .item() per corner on every render (torch.compile, which
+    # reads them as constants, traces it without a graph break).
+    step = 2 * edge / (ANCHORS_PER_SIDE - 1)
+    ticks = [-edge + i * step for i in range(ANCHORS_PER_SIDE - 1)] + [edge]
+    points = {(x, y) for x in ticks for y in (-edge, edge)}
+    points |= {(x, y) for y in ticks for x in (-edge, edge)}
     return torch.tensor(sorted(points), device=device, dtype=dtype)
 
 
@@ -93,7 +96,9 @@ def fit_tps(target_points: Tensor, source_points: Tensor, size: int) -> ThinPlat
     system[:, :count, count:] = affine
     system[:, count:, :count] = affine.transpose(1, 2)
     rhs = torch.cat([values, values.new_zeros(n, 3, values.shape[-1])], 1)
-    return ThinPlateSpline(controls, torch.linalg.solve(system, rhs))
+    # The ridge keeps the system regular: solve_ex skips solve's error check, an op with a side
+    # effect that keeps torch.compile from caching the graph.
+    return ThinPlateSpline(controls, torch.linalg.solve_ex(system, rhs).result)
 
 
 def tps_grid(target_points: Tensor, source_points: Tensor, size: int, out_size: int) -> Tensor:
