@@ -33,11 +33,11 @@ from talkinghead.inference.person import Person
 from talkinghead.landmarks import geometry, motion
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
 from talkinghead.models import (
+    WeightsVersion,
     build_generator,
     build_models,
     frozen_copy,
     uses_shots,
-    weights_version,
 )
 from talkinghead.models.warp_generator import Shots
 from talkinghead.training.content import build_training_content_loss
@@ -70,7 +70,7 @@ class TalkingHead:
         self._shots_cache: tuple | None = None  # (person, generator, its encoded shots)
         # Inference copies of G and of G' (models.frozen_copy): (source, its weights' version,
         # the copy), the most recent first.
-        self._frozen: list[tuple[torch.nn.Module, tuple, torch.nn.Module]] = []
+        self._frozen: list[tuple[torch.nn.Module, WeightsVersion, torch.nn.Module]] = []
         # Another runtime for the per-frame network (ONNX Runtime: inference/onnx_backend.py).
         self.backend_renderer = None
 
@@ -254,16 +254,15 @@ class TalkingHead:
         """The inference copy (:func:`models.frozen_copy`) of the person's G or G', made once
         and made again only when the source's weights have changed in place."""
         source = self._generator_for(person)
-        version = weights_version(source)
-        for index, (cached_source, cached_version, copy) in enumerate(self._frozen):
+        for index, (cached_source, version, copy) in enumerate(self._frozen):
             if cached_source is source:
-                if cached_version == version:
+                if not version.changed():
                     return copy
                 del self._frozen[index]
                 break
         copy = frozen_copy(source, self.preset.model)
         copy = copy.to(self.device, memory_format=torch.channels_last)
-        self._frozen = [(source, version, copy), *self._frozen[:3]]
+        self._frozen = [(source, WeightsVersion(source), copy), *self._frozen[:3]]
         return copy
 
     @torch.no_grad()

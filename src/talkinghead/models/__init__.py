@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -63,11 +62,23 @@ def frozen_copy(generator: nn.Module, config: ModelConfig) -> nn.Module:
     return copy.requires_grad_(False)
 
 
-def weights_version(module: nn.Module) -> tuple[int, ...]:
-    """Changes whenever any parameter or buffer of ``module`` is changed in place (an
-    optimiser step, ``load_state_dict``): tells a cached copy it is out of date."""
-    with torch.no_grad():
-        return tuple(t._version for t in (*module.parameters(), *module.buffers()))
+class WeightsVersion:
+    """Tells a cached copy of ``module`` that it is out of date: ``changed()`` is True once any
+    of the module's parameters or buffers has been changed in place since the last call (an
+    optimiser step, ``load_state_dict``). The tensors are listed once: a call reads only their
+    version counters (~0.1 ms for G, where walking the module takes ~4 ms)."""
+
+    def __init__(self, module: nn.Module):
+        self.tensors = [*module.parameters(), *module.buffers()]
+        self.seen = self._versions()
+
+    def _versions(self) -> tuple[int, ...]:
+        return tuple(t._version for t in self.tensors)
+
+    def changed(self) -> bool:
+        versions = self._versions()
+        changed, self.seen = versions != self.seen, versions
+        return changed
 
 
 def uses_shots(generator: nn.Module) -> bool:
@@ -88,10 +99,10 @@ __all__ = [
     "TalkingHeadModels",
     "WarpGenerator",
     "WarpOutput",
+    "WeightsVersion",
     "build_generator",
     "build_models",
     "count_parameters",
     "frozen_copy",
     "uses_shots",
-    "weights_version",
 ]
