@@ -36,8 +36,7 @@ def pixels_to_grid(points: Tensor, size: int) -> Tensor:
 def border_anchors(size: int, device=None, dtype=torch.float32) -> Tensor:
     """``[A,2]`` fixed points (grid coordinates) on a square just outside the frame."""
     edge = 1 + 2 / size  # one pixel outside the outermost pixel centres
-    # Python numbers: no tensor and no .item() per corner on every render (torch.compile, which
-    # reads them as constants, traces it without a graph break).
+    # Python numbers: no tensor to read back element by element on every render.
     step = 2 * edge / (ANCHORS_PER_SIDE - 1)
     ticks = [-edge + i * step for i in range(ANCHORS_PER_SIDE - 1)] + [edge]
     points = {(x, y) for x in ticks for y in (-edge, edge)}
@@ -96,9 +95,7 @@ def fit_tps(target_points: Tensor, source_points: Tensor, size: int) -> ThinPlat
     system[:, :count, count:] = affine
     system[:, count:, :count] = affine.transpose(1, 2)
     rhs = torch.cat([values, values.new_zeros(n, 3, values.shape[-1])], 1)
-    # The ridge keeps the system regular: solve_ex skips solve's error check, an op with a side
-    # effect that keeps torch.compile from caching the graph.
-    return ThinPlateSpline(controls, torch.linalg.solve_ex(system, rhs).result)
+    return ThinPlateSpline(controls, torch.linalg.solve(system, rhs))
 
 
 def tps_grid(target_points: Tensor, source_points: Tensor, size: int, out_size: int) -> Tensor:
