@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 import onnxruntime
 import pytest
+import torch
 from conftest import write_bundle
 
 from talkinghead import cli
@@ -128,6 +129,24 @@ def test_batch_size_is_dynamic(warp_head, clip_person, driver_landmarks):
     five = renderer.render_float(clip_person, targets, batch_size=5)
     assert one.shape == five.shape == (10, 3, 64, 64)
     assert np.abs(one - five).max() <= 1e-5
+
+
+def test_render_leaves_torchs_thread_count_as_the_caller_set_it(
+    warp_head, clip_person, driver_landmarks
+):
+    # The frame's CPU side runs with one torch thread (beside ONNX Runtime's spinning workers).
+    targets = _targets(warp_head, clip_person, driver_landmarks[:2])
+    renderer = OnnxRenderer(warp_head, num_threads=1)
+    before, frames = torch.get_num_threads(), []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            frames.append(renderer.render(clip_person, targets))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    assert frames[0].shape == (2, 64, 64, 3)
+    np.testing.assert_array_equal(frames[0], frames[1])
 
 
 def test_head_dispatches_to_the_backend_renderer(warp_head, clip_person, driver_landmarks):
