@@ -5,12 +5,15 @@ LiveSession with the bundled default model (fp32, CPU), rendered by PyTorch and 
 
 Reported per clip: output frames/s, the fraction of camera frames dropped (never rendered),
 capture-to-output latency (median, 95th percentile) and per output frame the time in each
-stage: landmarks (dlib: detector every 5 frames, tracking between), render (batch 1), mark
-(enlarge, watermark, label), and the frame's age when the loop took it. The reference measured
-in the same run is the model alone (a batch-1 render, looped): "of model" is the live frame rate
-as a fraction of it. The run repeats in a child process with ``ATEN_CPU_CAPABILITY=avx2
-ONEDNN_MAX_CPU_ISA=AVX2``, which makes torch use only AVX2 kernels, as on most laptops (ONNX
-Runtime has no such switch: its rows there still use this CPU's kernels). Bar (issue 15):
+stage: landmarks (dlib: detector every 5 frames, tracking between), render (batch 1; with
+render workers, from handing the frame to a worker to having it back), mark (enlarge,
+watermark, label), and the frame's age when the loop took it. Settings: 1 or 2 threads with
+every stage in turn, and 2 render worker processes of 1 thread each (``live --workers 2``).
+The reference measured in the same run is the model alone (a batch-1 render, looped, with the
+setting's threads): "of model" is the live frame rate as a fraction of it. The run repeats in
+a child process with ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2``, which makes torch
+use only AVX2 kernels, as on most laptops (ONNX Runtime has no such switch: its rows there
+still use this CPU's kernels). Bar (issue 15):
 >= 25 frames/s with median latency <= 120 ms on 2 AVX2 cores.
 """
 
@@ -38,7 +41,9 @@ CLIPS = {
     "carphone 176x144": assets.sample_clip_path(),
     "single_face 640x360": Path("/work/data/eval-clips/single_face.mp4"),
 }
-THREADS = (1, 2)  # torch threads: one leaves a core to capture and landmarks
+# (threads, render workers): in turn with 1 or 2 threads (one leaves a core to capture and
+# landmarks), or 2 worker processes of 1 thread each (live.pool).
+SETTINGS = ((1, 1), (2, 1), (2, 2))
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 
 
@@ -54,11 +59,11 @@ def model_alone(head: TalkingHead, person, reps: int = 15) -> float:
     return statistics.median(times)
 
 
-def play(head: TalkingHead, person, clip: Path, seconds: float) -> dict:
+def play(head: TalkingHead, person, clip: Path, seconds: float, workers: int = 1) -> dict:
     """One clip looped as a camera for ``seconds``: the live figures and the stage times."""
     session = LiveSession(head, person)
     source = FileSource(clip, loop=True)
-    options = app.LiveOptions(window=False, seconds=seconds, status_line=False)
+    options = app.LiveOptions(window=False, seconds=seconds, status_line=False, workers=workers)
     stats = app.run_live(session, source, options)
     summary = stats.summary()
     steps = max(len(stats.latencies), 1)
@@ -80,7 +85,7 @@ def run(isa: str, seconds: float, backends: list[str]) -> list[dict]:
     photo = video.read_image(assets.astronaut_path())
     person = head.personalize([photo], finetune_steps=0, progress=False)
     rows = []
-    for backend, threads in [(b, t) for b in backends for t in THREADS]:
+    for backend, (threads, workers) in [(b, s) for b in backends for s in SETTINGS]:
         app.use_threads(threads)
         head.backend_renderer = None
         if backend == "onnxruntime":
@@ -91,7 +96,7 @@ def run(isa: str, seconds: float, backends: list[str]) -> list[dict]:
                 print(f"skipping {name}: {clip} not found")
                 continue
             row = {"isa": isa, "backend": backend, "clip": name, "threads": threads}
-            row |= play(head, person, clip, seconds)
+            row |= {"workers": workers} | play(head, person, clip, seconds, workers)
             row |= {"model_alone_fps": 1.0 / model_s, "model_alone_ms": 1e3 * model_s}
             row["of_model"] = row["frames_per_second"] / row["model_alone_fps"]
             rows.append(row)
@@ -117,7 +122,7 @@ def main() -> None:
         subprocess.run(command, env={**os.environ, **AVX2_ONLY}, check=True)
         rows += json.loads(out.read_text())
     columns = [
-        "isa", "backend", "threads", "clip", "frames_per_second", "dropped_fraction",
+        "isa", "backend", "threads", "workers", "clip", "frames_per_second", "dropped_fraction",
         "latency_median_ms", "latency_p95_ms", "landmarks_ms", "render_ms", "mark_ms",
         "frame_age_median_ms", "model_alone_fps", "of_model",
     ]  # fmt: skip

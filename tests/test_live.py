@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from talkinghead import assets, video
 from talkinghead.cli import main
 from talkinghead.errors import UserError
 from talkinghead.live import LiveSession, app, capture, label
+from talkinghead.live.pool import RenderPool, WorkerError
 from talkinghead.live.session import NO_FACE, NO_FACE_YET
 from talkinghead.provenance import detect_frames, verify_file
 
@@ -145,20 +147,29 @@ def test_camera_lost_mid_run_stops_cleanly_and_keeps_the_recording(
     assert report.manifest.synthetic and report.watermark.marked
 
 
-@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
-def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys, monkeypatch, backend):
+@pytest.mark.parametrize(
+    ("backend", "workers"), [("torch", 1), ("onnxruntime", 1), ("torch", 2), ("onnxruntime", 2)]
+)
+def test_cli_live_records_a_marked_video(
+    bundle, clip_path, tmp_path, capsys, monkeypatch, backend, workers
+):
     out = tmp_path / "live.mp4"
-    onnx_frames = []  # frames ONNX Runtime rendered
+    onnx_frames, onnx_sent = [], []  # frames ONNX Runtime rendered here; renderers sent
     if backend == "onnxruntime":
         from talkinghead.inference.onnx_backend import OnnxRenderer
 
-        render_float = OnnxRenderer.render_float
+        render_float, frame_renderer = OnnxRenderer.render_float, OnnxRenderer.frame_renderer
 
         def counted(self, person, landmarks, batch_size=8):
             onnx_frames.append(len(landmarks))
             return render_float(self, person, landmarks, batch_size)
 
+        def sent(self, person):
+            onnx_sent.append(person)
+            return frame_renderer(self, person)
+
         monkeypatch.setattr(OnnxRenderer, "render_float", counted)
+        monkeypatch.setattr(OnnxRenderer, "frame_renderer", sent)
     code = main(
         [
             "live",
@@ -181,6 +192,8 @@ def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys, mo
             "fp32",
             "--backend",
             backend,
+            "--workers",
+            str(workers),
         ]
     )
     assert code == 0
@@ -188,7 +201,8 @@ def test_cli_live_records_a_marked_video(bundle, clip_path, tmp_path, capsys, mo
     assert f"recorded -> {out}" in printed and "frames/s, latency median" in printed
     frames = np.stack(list(video.read_frames(out)))
     assert frames.shape[1:] == (SIZE, SIZE, 3) and len(frames) >= 2
-    assert (sum(onnx_frames) >= 2) == (backend == "onnxruntime")
+    onnx_rendered = len(onnx_sent) == 1 if workers > 1 else sum(onnx_frames) >= 2
+    assert onnx_rendered == (backend == "onnxruntime")
     report = verify_file(out)
     assert report.marked and report.watermark.marked and report.manifest.synthetic
     assert report.tags["motion_mode"] == "relative"
@@ -297,3 +311,68 @@ def test_cli_live_refuses_a_still_image_as_driver(capsys):
     assert capsys.readouterr().err == (
         f"talkinghead live: error: {photo}: a still image: the driver must be a video\n"
     )
+
+
+class _Listed(capture.FrameSource):
+    """Each take hands out the next frame of a list at once, none dropped, captured 1/30 s
+    apart: the same frames reach the session however fast the loop runs."""
+
+    name = "listed frames"
+
+    def __init__(self, frames):
+        super().__init__()
+        self._frames, self._start = list(frames), time.perf_counter()
+
+    def _read(self) -> None:
+        self._stop.wait()
+
+    def take(self, timeout=None):
+        if self.taken == len(self._frames):
+            self.ended = True
+            return None
+        self.taken += 1
+        index = self.taken - 1
+        return capture.Captured(self._frames[index], index, self._start + index / 30)
+
+
+def test_render_workers_show_what_rendering_in_turn_shows(head, person, clip_frames):
+    """Frames with and without a face, through two worker processes: the same frames, marks
+    and messages, in capture order, as the session's own step."""
+    black = np.zeros_like(clip_frames[0])
+    frames = [black, *clip_frames[:6], black, black, *clip_frames[6:10]]
+    in_turn = LiveSession(head, person, smooth_window=1, size=SIZE)
+    source = _Listed(frames)
+    expected = [in_turn.step(f.frame, f.captured_at) for f in iter(source.take, None)]
+    pooled = LiveSession(head, person, smooth_window=1, size=SIZE)
+    pooled.mark = in_turn.mark  # each session's watermark has its own id
+    threads = torch.get_num_threads()  # the same kernels as in turn: the same values
+    with RenderPool(head.frame_renderer(person), 2, threads) as pool:
+        shown = [out for out, _, _ in app._pooled(pooled, _Listed(frames), lambda: True, pool)]
+        assert pool.workers == 2 and pool.busy == 0
+    assert [s.message for s in shown] == [s.message for s in expected]
+    assert [s.face_found for s in shown] == [False] + [True] * 6 + [False] * 2 + [True] * 4
+    for ours, theirs in zip(shown, expected, strict=True):
+        np.testing.assert_array_equal(ours.image, theirs.image)
+    assert pooled.times.frames == 10 and pooled.times.held_frames == 3
+
+
+def test_render_pool_renders_as_the_head_and_reports_a_failed_worker(head, person, clip_frames):
+    targets = person.reference_landmarks[None] + np.random.default_rng(0).normal(0, 1, (3, 68, 2))
+    pool = RenderPool(head.frame_renderer(person), 2, torch.get_num_threads())
+    try:
+        for job in range(2):
+            pool.submit(job, targets[job : job + 1])
+        assert not pool.free  # one job per worker at a time
+        done = dict(pool.collect(None))
+        while len(done) < 2:
+            done |= dict(pool.collect(None))
+        for job in range(2):
+            np.testing.assert_array_equal(done[job], head.render(person, targets[job : job + 1]))
+        pool.submit("bad", np.zeros((1, 5), np.float64))  # not landmarks: the worker fails
+        with pytest.raises(WorkerError, match="render worker failed"):
+            while not pool.collect(None):
+                pass
+    finally:
+        processes = list(pool._procs)
+        pool.close()
+    assert processes and not any(p.is_alive() for p in processes)

@@ -850,6 +850,12 @@ def _add_live(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
     p.add_argument("--size", type=_positive, default=256, help="output side in pixels")
     p.add_argument("--smooth", type=_positive, metavar="FRAMES", help="still-face smoothing (5)")
     p.add_argument("--threads", type=_positive, help="render threads (default: every core)")
+    p.add_argument(
+        "--workers",
+        type=_positive,
+        help="render in this many worker processes, sharing the threads (default: 2 on a CPU "
+        "with 2 or more cores, else 1: in turn with the landmarks)",
+    )
     _add_backend(p)
     _add_finetune_steps(p)
     return _run_live
@@ -895,7 +901,10 @@ def _run_live(args: argparse.Namespace) -> int:
             fps=source.fps,
         )
         session.warm_up()  # before the clock starts: the first frame is not a slow one
-        options = app.LiveOptions(not args.no_window, args.virtual_camera, args.out, args.seconds)
+        workers = args.workers or app.default_workers(head, threads)
+        options = app.LiveOptions(
+            not args.no_window, args.virtual_camera, args.out, args.seconds, workers=workers
+        )
         stats = app.run_live(session, source, options, camera)
     finally:
         source.close()

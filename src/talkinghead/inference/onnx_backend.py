@@ -68,6 +68,7 @@ class OnnxFrameModel:
 
     def __init__(self, model: bytes, num_threads: int | None = None, name: str = "ONNX model"):
         ort = require_onnxruntime()
+        self.num_threads = num_threads
         try:
             self.session = ort.InferenceSession(
                 model, session_options(num_threads), providers=["CPUExecutionProvider"]
@@ -82,7 +83,7 @@ class OnnxFrameModel:
         }
         if "family" not in meta:
             raise UserError(f"{name}: not a talkinghead ONNX model (no talkinghead metadata)")
-        self.metadata, self.image_size = meta, int(meta["image_size"])
+        self.model, self.metadata, self.image_size = model, meta, int(meta["image_size"])
         self.shot_points = (
             torch.tensor(meta["shot_points"], dtype=torch.float32)
             if meta["family"] == "warp"
@@ -113,6 +114,9 @@ class OnnxFrameModel:
         feeds["target_points"] = points.numpy()
         feeds["analytic_grid"] = grid.reshape(n, k, flow_size, flow_size, 2).numpy()
         return feeds
+
+    def __reduce__(self):  # sessions do not pickle: a worker process opens its own
+        return (type(self), (self.model, self.num_threads))
 
     def run(self, landmarks: np.ndarray) -> np.ndarray:
         with _torch_threads(1):
@@ -250,6 +254,10 @@ class OnnxRenderer:
         self._models = [(person, model), *self._models[:3]]
         return model
 
+    def frame_renderer(self, person: Person) -> OnnxFrameRenderer:
+        """The person's network on its own (see :meth:`TalkingHead.frame_renderer`)."""
+        return OnnxFrameRenderer(self.model_for(person))
+
     def render_float(
         self, person: Person, landmarks: np.ndarray, batch_size: int = 8
     ) -> np.ndarray:
@@ -265,6 +273,32 @@ class OnnxRenderer:
     def render(self, person: Person, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Frames ``[T,S,S,3]`` uint8: the contract of :meth:`TalkingHead.render`."""
         return to_uint8(self.render_float(person, landmarks, batch_size))
+
+
+class OnnxFrameRenderer:
+    """``renderer(landmarks [T,68,2], batch_size) -> [T,S,S,3]`` uint8 with one person's
+    network; pickled, it carries the model's bytes and opens a session where it lands.
+    ``num_threads``: ONNX Runtime's intra-op threads there (a worker sets it first)."""
+
+    def __init__(self, model: OnnxFrameModel):
+        self.model = model
+
+    @property
+    def num_threads(self) -> int | None:
+        return self.model.num_threads
+
+    @num_threads.setter
+    def num_threads(self, count: int) -> None:
+        if count != self.model.num_threads:
+            self.model = OnnxFrameModel(self.model.model, count)
+
+    def __call__(self, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        runs = [
+            self.model.run(landmarks[start : start + batch_size])
+            for start in range(0, len(landmarks), batch_size)
+        ]
+        size = self.model.image_size
+        return to_uint8(np.concatenate(runs)) if runs else np.zeros((0, size, size, 3), np.uint8)
 
 
 def write_onnx(

@@ -48,6 +48,35 @@ from talkinghead.training.fine_tuning import FineTuneConfig, finetune
 MAX_RENDER_SHOTS = 8
 
 
+class FrameRenderer:
+    """One person's frames from landmarks: ``renderer(landmarks [T,68,2] crop px, batch_size)
+    -> [T,S,S,3]`` uint8 (:meth:`TalkingHead.render` with PyTorch)."""
+
+    def __init__(self, generator: torch.nn.Module, psi: torch.Tensor, shots, precision: str):
+        self.generator, self.psi, self.shots, self.precision = generator, psi, shots, precision
+        self.image_size = generator.image_size
+
+    @torch.no_grad()
+    def __call__(self, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        device, size = self.psi.device, self.image_size
+        dtype = autocast_dtype(self.precision)
+        autocast = torch.autocast(device.type, dtype or torch.float32, dtype is not None)
+        out = []
+        for start in range(0, len(landmarks), batch_size):
+            points = landmarks[start : start + batch_size]
+            drawn = draw_landmarks_batch(points, size)
+            with autocast:
+                drawn = to_tensor(drawn).to(device, memory_format=torch.channels_last)
+                psi = self.psi.expand(len(drawn), -1)
+                if self.shots is None:
+                    images = self.generator(drawn, psi)
+                else:
+                    targets = torch.from_numpy(np.asarray(points, np.float32)).to(device)
+                    images = self.generator(drawn, targets, psi, self.shots).image
+            out.append(to_uint8(images))
+        return np.concatenate(out) if out else np.zeros((0, size, size, 3), np.uint8)
+
+
 class TalkingHead:
     """E, G and D of one bundle, in eval mode, with personalise and animate."""
 
@@ -270,29 +299,21 @@ class TalkingHead:
         """Frames [T,S,S,3] uint8 of the person with landmarks [T,68,2] (crop pixels)."""
         if self.backend_renderer is not None:
             return self.backend_renderer.render(person, landmarks, batch_size)
+        return self._torch_renderer(person)(landmarks, batch_size)
+
+    def frame_renderer(self, person: Person):
+        """What renders the person's frames on its own, ``renderer(landmarks [T,68,2],
+        batch_size) -> [T,S,S,3]`` uint8 as :meth:`render`: picklable, for worker processes
+        (live mode). PyTorch's (the inference copy of G or G', psi, the encoded shots) or the
+        backend's (ONNX Runtime: the person's exported network)."""
+        if self.backend_renderer is not None:
+            return self.backend_renderer.frame_renderer(person)
+        return self._torch_renderer(person)
+
+    def _torch_renderer(self, person: Person) -> FrameRenderer:
         generator = self._render_generator(person)
-        psi = person.psi.to(self.device)[None]
         shots = self._encoded_shots(person, generator) if uses_shots(generator) else None
-        out = []
-        dtype = autocast_dtype(self.precision)
-        autocast = torch.autocast(self.device.type, dtype or torch.float32, dtype is not None)
-        for start in range(0, len(landmarks), batch_size):
-            points = landmarks[start : start + batch_size]
-            drawn = draw_landmarks_batch(points, self.image_size)
-            with autocast:
-                drawn = to_tensor(drawn).to(self.device, memory_format=torch.channels_last)
-                psi_batch = psi.expand(len(drawn), -1)
-                if shots is None:
-                    images = generator(drawn, psi_batch)
-                else:
-                    targets = torch.from_numpy(np.asarray(points, np.float32)).to(self.device)
-                    images = generator(drawn, targets, psi_batch, shots).image
-            out.append(to_uint8(images))
-        return (
-            np.concatenate(out)
-            if out
-            else np.zeros((0, self.image_size, self.image_size, 3), np.uint8)
-        )
+        return FrameRenderer(generator, person.psi.to(self.device)[None], shots, self.precision)
 
     def _encoded_shots(self, person: Person, generator: torch.nn.Module) -> Shots:
         """The person's shots encoded by G (warp family), once per person and generator."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import numpy as np
 from talkinghead.errors import UserError
 from talkinghead.live.capture import FrameSource
 from talkinghead.live.outputs import Recording, VirtualCamera, open_preview
+from talkinghead.live.pool import RenderPool
 from talkinghead.live.session import LiveSession, RecentRate
 
 STATUS_EVERY = 0.5  # seconds between status updates on the terminal
@@ -81,6 +84,13 @@ def use_threads(threads: int | None = None) -> int:
     return threads
 
 
+def default_workers(head, threads: int) -> int:
+    """Render worker processes for live: 2 on a CPU with 2 or more render threads (measured
+    on 2 cores, bench/live.py: 1.6-1.9x the frame rate of rendering in turn with the
+    landmarks, ~20 ms more latency), else 1 (in turn; a GPU renders in this process)."""
+    return 2 if head.device.type == "cpu" and threads >= 2 else 1
+
+
 def dropped_fraction(source: FrameSource) -> float:
     """Frames the source had that were never rendered, as a fraction of all it had."""
     skipped = getattr(source, "skipped", 0)
@@ -99,6 +109,7 @@ class LiveOptions:
     out: Path | None = None
     seconds: float | None = None  # stop after this long (None: until the source ends / Ctrl-C)
     status_line: bool = True  # the live status line on the terminal
+    workers: int = 1  # > 1: render in this many worker processes (live.pool)
 
 
 def run_live(
@@ -111,6 +122,25 @@ def run_live(
     that breaks off mid-run is a UserError, raised after everything is closed and the
     recording so far finished (the window holds the last frame until then). ``camera``: a
     virtual camera opened already (else ``options.virtual_camera`` opens one); closed here."""
+    pool = start_pool(session, options.workers) if options.workers > 1 else None
+    try:
+        return _run(session, source, options, camera, pool)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def start_pool(session: LiveSession, workers: int) -> RenderPool:
+    """Render workers for the session's person, the render threads shared out among them."""
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    person = session.person
+    renderer = session.head.frame_renderer(person)
+    return RenderPool(renderer, workers, threads, warm=person.reference_landmarks[None])
+
+
+def _run(session, source, options, camera, pool) -> LiveStats:
     preview, note = (
         open_preview(f"talkinghead live ({source.name})") if options.window else (None, None)
     )
@@ -124,7 +154,7 @@ def run_live(
             print(f"live: virtual camera {camera.device} ({session.size}x{session.size})")
         recording = Recording(options.out, source.fps, session.mark) if options.out else None
         try:
-            _loop(session, source, options, stats, preview, camera, recording)
+            _loop(session, source, options, stats, preview, camera, recording, pool)
         finally:
             for output in (camera, recording):
                 if output is not None:
@@ -143,20 +173,23 @@ def run_live(
     return stats
 
 
-def _loop(session, source, options, stats, preview, camera, recording) -> None:
+def _loop(session, source, options, stats, preview, camera, recording, pool) -> None:
     started, last_status, status = None, 0.0, "starting"
+
+    def idle() -> bool:
+        """Between frames: keep the window responsive; False once it is closed."""
+        if preview is not None:
+            preview.pump()
+        return preview is None or not preview.closed
+
     with source:
-        while preview is None or not preview.closed:
-            item = source.take(timeout=0.1)
-            if item is None:
-                if source.ended:
-                    break
-                if preview is not None:
-                    preview.pump()
-                continue
+        frames = (
+            _in_turn(session, source, idle)
+            if pool is None
+            else _pooled(session, source, idle, pool)
+        )
+        for shown, item, age in frames:
             started = started or item.captured_at
-            age = time.perf_counter() - item.captured_at
-            shown = session.step(item.frame, item.captured_at)
             stats.add(shown.latency_s, shown.face_found, age)
             if camera is not None:
                 camera.send(shown.image)
@@ -171,10 +204,58 @@ def _loop(session, source, options, stats, preview, camera, recording) -> None:
                     print(f"\rlive: {status}\033[K", end="", file=sys.stderr, flush=True)
             if preview is not None:
                 preview.show(shown.image, status)
+                if preview.closed:
+                    break
             if options.seconds is not None and now - started >= options.seconds:
                 break
     if options.status_line and last_status:
         print(file=sys.stderr)
+
+
+def _in_turn(session: LiveSession, source: FrameSource, idle) -> Iterator[tuple]:
+    """(shown, captured, age) for each newest frame: landmarks, render, mark, in turn."""
+    while True:
+        item = source.take(timeout=0.1)
+        if item is None:
+            if source.ended or not idle():
+                return
+            continue
+        age = time.perf_counter() - item.captured_at
+        yield session.step(item.frame, item.captured_at), item, age
+
+
+def _pooled(session: LiveSession, source: FrameSource, idle, pool: RenderPool) -> Iterator[tuple]:
+    """As :func:`_in_turn`, with the renders in ``pool``'s workers: a frame is taken whenever a
+    worker is idle, its landmarks found here while the others render; shown in capture order."""
+    waiting: deque[tuple] = deque()  # (captured, age, job or None: no face), capture order
+    done: dict[int, np.ndarray] = {}
+    submitted: dict[int, float] = {}
+    job = 0
+    while True:
+        while pool.free:
+            item = source.take(timeout=0.0 if waiting else 0.1)
+            if item is None:
+                break
+            age = time.perf_counter() - item.captured_at
+            targets = session.prepare(item.frame, item.captured_at)
+            if targets is None:
+                waiting.append((item, age, None))
+                continue
+            pool.submit(job, targets)
+            submitted[job] = time.perf_counter()
+            waiting.append((item, age, job))
+            job += 1
+        if not waiting:
+            if source.ended or not idle():
+                return
+            continue
+        for finished, frames in pool.collect(timeout=0.005 if pool.free else None):
+            session.add_render_time(time.perf_counter() - submitted.pop(finished))
+            done[finished] = frames[0]
+        while waiting and (waiting[0][2] is None or waiting[0][2] in done):
+            item, age, key = waiting.popleft()
+            face = None if key is None else done.pop(key)
+            yield session.shown(face, item.captured_at), item, age
 
 
 def _hold(preview, status: str) -> None:

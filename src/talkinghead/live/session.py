@@ -122,24 +122,39 @@ class LiveSession:
         ``captured_at``: when the camera delivered the frame, on the ``time.perf_counter``
         clock (default: now); latency and the watermark's phase are measured from it.
         """
+        captured_at = time.perf_counter() if captured_at is None else captured_at
+        targets = self.prepare(frame, captured_at)
+        face = None
+        if targets is not None:
+            start = time.perf_counter()
+            face = self.head.render(self.person, targets, 1)[0]
+            self.add_render_time(time.perf_counter() - start)
+        return self.shown(face, captured_at)
+
+    def prepare(self, frame: np.ndarray, captured_at: float) -> np.ndarray | None:
+        """The first half of :meth:`step`: the targets ``[1,68,2]`` (crop pixels) to render for
+        this frame, or None when it has no face (:meth:`shown` then holds the last output)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected RGB uint8 [H,W,3], got {frame.dtype} {frame.shape}")
-        captured_at = time.perf_counter() if captured_at is None else captured_at
         self._start = captured_at if self._start is None else self._start
         landmarks = self._landmarks(frame, captured_at)
         if landmarks is None:
+            return None
+        self.reference = landmarks if self.reference is None else self.reference
+        return self.head.target_landmarks(self.person, landmarks[None], self.reference, self.mode)
+
+    def add_render_time(self, seconds: float) -> None:
+        self.times.add("render", seconds)
+        self.times.frames += 1
+
+    def shown(self, face: np.ndarray | None, captured_at: float) -> LiveFrame:
+        """The second half of :meth:`step`, called in capture order: the rendered face
+        enlarged, watermarked and labelled, or with ``face`` None the last output held."""
+        if face is None:
             message = NO_FACE if self._rendered else NO_FACE_YET
             if self._last is None:
                 self._last = self._finish(self.person.shots[0], captured_at)
             return LiveFrame(self._last.copy(), False, message, time.perf_counter() - captured_at)
-        start = time.perf_counter()
-        self.reference = landmarks if self.reference is None else self.reference
-        targets = self.head.target_landmarks(
-            self.person, landmarks[None], self.reference, self.mode
-        )
-        face = self.head.render(self.person, targets, 1)[0]
-        self.times.add("render", time.perf_counter() - start)
-        self.times.frames += 1
         self._last, self._rendered = self._finish(face, captured_at), True
         return LiveFrame(self._last.copy(), True, None, time.perf_counter() - captured_at)
 
