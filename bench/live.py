@@ -42,7 +42,7 @@ CLIPS = {
     "single_face 640x360": Path("/work/data/eval-clips/single_face.mp4"),
 }
 # (threads, render workers): in turn with 1 or 2 threads (one leaves a core to capture and
-# landmarks), or 2 worker processes of 1 thread each (live.pool).
+# landmarks), or 2 worker processes of 1 thread each (inference.workers).
 SETTINGS = ((1, 1), (2, 1), (2, 2))
 AVX2_ONLY = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
 

@@ -21,8 +21,8 @@ from PIL import Image
 from talkinghead import assets, video
 from talkinghead.cli import main
 from talkinghead.errors import UserError
+from talkinghead.inference.workers import RenderPool, WorkerError
 from talkinghead.live import LiveSession, app, capture, label
-from talkinghead.live.pool import RenderPool, WorkerError
 from talkinghead.live.session import NO_FACE, NO_FACE_YET
 from talkinghead.provenance import detect_frames, verify_file
 

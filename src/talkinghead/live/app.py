@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from talkinghead.errors import UserError
+from talkinghead.inference.workers import RenderPool, start_pool
 from talkinghead.live.capture import FrameSource
 from talkinghead.live.outputs import Recording, VirtualCamera, open_preview
-from talkinghead.live.pool import RenderPool
 from talkinghead.live.session import LiveSession, RecentRate
 
 STATUS_EVERY = 0.5  # seconds between status updates on the terminal
@@ -109,7 +109,7 @@ class LiveOptions:
     out: Path | None = None
     seconds: float | None = None  # stop after this long (None: until the source ends / Ctrl-C)
     status_line: bool = True  # the live status line on the terminal
-    workers: int = 1  # > 1: render in this many worker processes (live.pool)
+    workers: int = 1  # > 1: render in this many worker processes (inference.workers)
 
 
 def run_live(
@@ -122,22 +122,14 @@ def run_live(
     that breaks off mid-run is a UserError, raised after everything is closed and the
     recording so far finished (the window holds the last frame until then). ``camera``: a
     virtual camera opened already (else ``options.virtual_camera`` opens one); closed here."""
-    pool = start_pool(session, options.workers) if options.workers > 1 else None
+    pool = (
+        start_pool(session.head, session.person, options.workers) if options.workers > 1 else None
+    )
     try:
         return _run(session, source, options, camera, pool)
     finally:
         if pool is not None:
             pool.close()
-
-
-def start_pool(session: LiveSession, workers: int) -> RenderPool:
-    """Render workers for the session's person, the render threads shared out among them."""
-    import torch
-
-    threads = max(1, torch.get_num_threads() // workers)
-    person = session.person
-    renderer = session.head.frame_renderer(person)
-    return RenderPool(renderer, workers, threads, warm=person.reference_landmarks[None])
 
 
 def _run(session, source, options, camera, pool) -> LiveStats:

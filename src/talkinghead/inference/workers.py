@@ -1,12 +1,14 @@
-"""Render workers for live mode: one person's batch-1 frames rendered in worker processes.
+"""Render workers: one person's frames rendered in worker processes (live mode).
 
-A live frame is its landmarks (dlib, which holds Python's GIL), a batch-1 render and the
-marking, one after another. On two cores a batch-1 render keeps both only partly busy (its
+Each live frame is its landmarks (dlib, which holds Python's GIL), a batch-1 render and the
+marking, one after another. On two cores a render keeps both only partly busy (its
 threads meet at every layer), and a thread beside it cannot help: dlib would hold the GIL, and
-a helper process would stall the render's threads, which wait for each other. With workers of
-one thread each, frame i renders in worker i mod N, on its own, while the main process finds
-the next frame's landmarks and marks the last one. The cost is latency: a frame waits for its
-worker's render at single-thread speed.
+a helper process would stall the render's threads, which wait for each other at every layer.
+With workers of one thread each, job i renders in worker i mod N on its own, while the main
+process finds the next landmarks and marks the last frame. The cost is latency: a job waits for
+its worker's render at single-thread speed. (``animate`` renders batches of 8, which keep two
+threads busy: there, 2 workers of one thread rendered no faster than one process of two, and
+starting them costs ~3 s.)
 
     pool = RenderPool(head.frame_renderer(person), workers=2, warm=person.reference_landmarks[None])
     pool.submit(job, targets)          # targets [1,68,2] crop pixels; only while pool.free
@@ -128,6 +130,16 @@ class RenderPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def start_pool(head, person, workers: int) -> RenderPool:
+    """Render workers for ``person`` with ``head``'s renderer (PyTorch or its backend), the
+    caller's torch threads shared out among them."""
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    renderer = head.frame_renderer(person)
+    return RenderPool(renderer, workers, threads, warm=person.reference_landmarks[None])
 
 
 def _serve(conn: Connection, renderer: Callable, threads: int, warm) -> None:
