@@ -2,17 +2,17 @@
 
     .venv/bin/python bench/animate.py [--reps 3] [--avx2] [--model BUNDLE] [--presets NAME ...]
 
-Stages per frame: decode (PyAV), landmarks (dlib: detector every 5 frames, near the followed
-face, landmark tracking between), render (rasterise + G), compose, mark (watermark; the file's
-tags and C2PA manifest), encode (H.264). With ``overlap`` (the default of ``animate``) decoding
-runs in a thread ahead of the renderer and mark + encode in one behind it, so the stage times
-add up to more than the wall time (decode: the wait for the next decoded frame). The person is the astronaut photo (1 shot) or 8 frames
-of the clip (8 shots: the warp family renders from up to 8), the driver the 120-frame carphone
-clip. Reported: medians over reps, and each configuration's frame rate as a ratio of the same
-configuration without overlap, measured in alternating reps (so load on the machine hits both
-alike). ``--presets`` adds random-weight presets (speed does not depend on the weights).
-``--avx2`` runs again with PyTorch capped at AVX2 (bench/common.py). Targets (issue 15): the
-bundled default >= 25 frames/s end to end on 2 AVX2 cores, >= 40 on AVX-512.
+Stages per frame: decode (PyAV), landmarks (dlib: detector every 5 frames, near the followed face,
+landmark tracking between), render (rasterise + G), compose, mark (watermark; the file's tags and
+C2PA manifest), encode (H.264). With ``overlap`` (the default of ``animate``) decoding runs in a
+thread ahead of the renderer and mark + encode in one behind it, so the stage times add up to more
+than the wall time (decode: the wait for the next decoded frame). The person is the astronaut photo
+(1 shot) or 8 frames of the clip (8 shots: the warp family renders from up to 8), the driver the
+120-frame carphone clip. Reported: medians over reps, and each configuration's frame rate as a
+ratio of the same configuration without overlap, measured in alternating reps (so load on the
+machine hits both alike). ``--presets`` adds random-weight presets (speed does not depend on the
+weights). ``--avx2`` runs again with PyTorch capped at AVX2 (bench/common.py). Targets (issue 15):
+the bundled default >= 25 frames/s end to end on 2 AVX2 cores, >= 40 on AVX-512.
 """
 
 from __future__ import annotations
