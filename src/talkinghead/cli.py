@@ -854,7 +854,7 @@ def _add_live(sub: argparse._SubParsersAction) -> Callable[[argparse.Namespace],
         "--workers",
         type=_positive,
         help="render in this many worker processes, sharing the threads (default: 2 on a CPU "
-        "with 2 or more cores, else 1: in turn with the landmarks)",
+        "with 2 or more render threads, else 1: in turn with the landmarks)",
     )
     _add_backend(p)
     _add_finetune_steps(p)

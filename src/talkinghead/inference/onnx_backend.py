@@ -115,9 +115,6 @@ class OnnxFrameModel:
         feeds["analytic_grid"] = grid.reshape(n, k, flow_size, flow_size, 2).numpy()
         return feeds
 
-    def __reduce__(self):  # sessions do not pickle: a worker process opens its own
-        return (type(self), (self.model, self.num_threads))
-
     def run(self, landmarks: np.ndarray) -> np.ndarray:
         with _torch_threads(1):
             feeds = self.inputs(landmarks)
@@ -277,27 +274,23 @@ class OnnxRenderer:
 
 class OnnxFrameRenderer:
     """``renderer(landmarks [T,68,2], batch_size) -> [T,S,S,3]`` uint8 with one person's
-    network; pickled, it carries the model's bytes and opens a session where it lands.
-    ``num_threads``: ONNX Runtime's intra-op threads there (a worker sets it first)."""
+    network. Pickled, it carries the model's bytes (sessions do not pickle) and opens a session
+    where it is first called, with ``num_threads`` intra-op threads (a worker sets it first)."""
 
     def __init__(self, model: OnnxFrameModel):
-        self.model = model
+        self.model_bytes, self.num_threads, self._model = model.model, model.num_threads, model
 
-    @property
-    def num_threads(self) -> int | None:
-        return self.model.num_threads
-
-    @num_threads.setter
-    def num_threads(self, count: int) -> None:
-        if count != self.model.num_threads:
-            self.model = OnnxFrameModel(self.model.model, count)
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_model": None}
 
     def __call__(self, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        if self._model is None or self._model.num_threads != self.num_threads:
+            self._model = OnnxFrameModel(self.model_bytes, self.num_threads)
         runs = [
-            self.model.run(landmarks[start : start + batch_size])
+            self._model.run(landmarks[start : start + batch_size])
             for start in range(0, len(landmarks), batch_size)
         ]
-        size = self.model.image_size
+        size = self._model.image_size
         return to_uint8(np.concatenate(runs)) if runs else np.zeros((0, size, size, 3), np.uint8)
 
 
