@@ -131,6 +131,21 @@ def test_batch_size_is_dynamic(warp_head, clip_person, driver_landmarks):
     assert np.abs(one - five).max() <= 1e-5
 
 
+def test_a_batch_split_over_threads_renders_what_one_thread_renders(
+    warp_head, clip_person, driver_landmarks
+):
+    targets = _targets(warp_head, clip_person, driver_landmarks[:5])
+    alone = OnnxRenderer(warp_head, num_threads=1).render_float(clip_person, targets, 5)
+    model = OnnxRenderer(warp_head, num_threads=2).model_for(clip_person)
+    split = model.run(targets)  # parts of 3 and 2 frames, one thread each
+    assert model._pool is not None and model._wide is None
+    single = np.concatenate([model.run(one[None]) for one in targets])  # one session, 2 threads
+    assert model._wide is not None
+    assert split.shape == single.shape == alone.shape == (5, 3, 64, 64)
+    assert np.abs(split - alone).max() <= 1e-5
+    assert np.abs(single - alone).max() <= 1e-5
+
+
 def test_render_leaves_torchs_thread_count_as_the_caller_set_it(
     warp_head, clip_person, driver_landmarks
 ):

@@ -38,12 +38,15 @@ from talkinghead.inference.person import Person
 from talkinghead.inference.pipeline import MAX_RENDER_SHOTS, TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
 from talkinghead.models import build_generator, flow, frozen_copy, uses_shots
-from talkinghead.models.warp_generator import Shots, WarpGenerator, pose_distance
+from talkinghead.models.warp_generator import Shots, WarpGenerator, blend_shots, pose_distance
 
 OPSET = 17
 METADATA_PREFIX = "talkinghead."
 # Example batch for tracing: not 1, so that the broadcast of the shots over the batch is traced.
 EXPORT_BATCH = 2
+# Shot maps with at most this many channels (RGB) are warped by GridSample, wider ones by
+# gathers (see WarpFrameNet).
+GRID_SAMPLE_CHANNELS = 3
 RESHAPES = ("Unsqueeze", "Squeeze", "Reshape", "Identity")  # ops that keep a tensor's values
 
 
@@ -65,11 +68,14 @@ class WarpFrameNet(nn.Module):
     ``forward(landmark_image [N,3,S,S], target_points [N,68,2], analytic_grid [N,K,f,f,2])``
     -> ``[N,3,S,S]`` in [-1,1]: :meth:`WarpGenerator.forward` with the analytic grid given.
 
-    The shots' maps are shared by every frame of a batch, so they are kept as constant tables of
-    pixels (``[K*s*s, C]``, channels last) and warped by :func:`sample_shots`: four row gathers
-    and a weighted sum, the arithmetic of ``grid_sample`` (bilinear, border, align_corners
-    False) without copying the maps per frame. ONNX Runtime's GridSample kernel took 14x
-    PyTorch's time (and 4x this) on the bundled model's feature maps.
+    The shots' feature maps are shared by every frame of a batch, so they are kept as constant
+    tables of pixels (``[K*s*s, C]``, channels last) and warped by :func:`sample_shots`: four
+    row gathers and a weighted sum, the arithmetic of ``grid_sample`` (bilinear, border,
+    align_corners False) without copying the maps per frame. ONNX Runtime's GridSample kernel
+    took 2-4x as long on the bundled model's feature maps (32-64 channels). On the shots' RGB
+    pixels (3 channels, full size) it is the other way round: the weighted sum of 3-channel
+    rows cost ONNX Runtime 2x GridSample's time, so those are warped by GridSample, as
+    :class:`WarpGenerator` warps them (maps of at most ``GRID_SAMPLE_CHANNELS`` channels).
     """
 
     def __init__(self, generator: WarpGenerator, shots: Shots, psi: Tensor) -> None:
@@ -80,20 +86,27 @@ class WarpFrameNet(nn.Module):
         self.register_buffer("points", shots.points)  # [1,K,68,2]
         # What the motion net reads of each shot, at flow size (shot-only: computed once here).
         maps = [generator._shot_small(shots, 1), shots.frames[0], *shots.features]  # each [K,C,s,s]
-        self.tables = [f"table_{i}" for i in range(len(maps))]
-        for name, shot_maps in zip(self.tables, maps):
-            self.register_buffer(name, shot_maps.permute(0, 2, 3, 1).flatten(0, 2).contiguous())
+        self.maps = [f"map_{i}" for i in range(len(maps))]
+        self.sampled = [m.shape[1] <= GRID_SAMPLE_CHANNELS for m in maps]
+        for name, shot_maps, sampled in zip(self.maps, maps, self.sampled):
+            table = shot_maps.permute(0, 2, 3, 1).flatten(0, 2)  # [K*s*s, C]
+            self.register_buffer(name, (shot_maps if sampled else table).contiguous())
         self.sizes = [m.shape[-1] for m in maps]
 
     def _warped(self, index: int, grid: Tensor, n, weights: Tensor | None = None) -> Tensor:
         """Map ``index`` of every shot warped with ``grid [N*K,f,f,2]``: ``[N,K,s,s,C]``, or
-        blended over the shots with ``weights [N,K,f,f]`` (as ``warp_generator._blend``):
+        blended over the shots with ``weights [N,K,f,f]`` (as ``warp_generator.blend_shots``):
         ``[N,C,s,s]``."""
-        size = self.sizes[index]
-        grid = flow.resize_grid(grid, size).view(n, self.num_shots, size, size, 2)
+        size, k, maps = self.sizes[index], self.num_shots, getattr(self, self.maps[index])
+        if self.sampled[index]:  # GridSample on the maps repeated per item (few channels)
+            warped = flow.warp(maps.expand(n, -1, -1, -1, -1).flatten(0, 1), grid)
+            if weights is None:
+                return warped.view(n, k, *warped.shape[1:]).permute(0, 1, 3, 4, 2)
+            return blend_shots(warped, weights, n, k)
+        grid = flow.resize_grid(grid, size).view(n, k, size, size, 2)
         if weights is not None and weights.shape[-1] != size:
             weights = F.interpolate(weights, size=size, mode="bilinear", align_corners=False)
-        warped = sample_shots(getattr(self, self.tables[index]), size, grid, weights)
+        warped = sample_shots(maps, size, grid, weights)
         return warped if weights is None else warped.permute(0, 3, 1, 2)
 
     def forward(self, landmark_image: Tensor, target_points: Tensor, analytic_grid: Tensor):
@@ -112,7 +125,7 @@ class WarpFrameNet(nn.Module):
         # Blend the warped shots and refine (WarpGenerator.forward).
         weights = torch.softmax(logits.view(n, k, *logits.shape[1:]), dim=1)
         warped_rgb, *warped_features = [
-            self._warped(index, grid, n, weights) for index in range(1, len(self.tables))
+            self._warped(index, grid, n, weights) for index in range(1, len(self.maps))
         ]
         target_features = g.target_encoder.features(landmark_image)
         # psi as [1,P]: every AdaIN takes its shared-psi branch, whose scale and shift are then

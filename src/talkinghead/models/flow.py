@@ -131,11 +131,15 @@ def resize_grid(grid: Tensor, size: int) -> Tensor:
     """
     if grid.shape[1] == size:
         return grid
-    identity = identity_grid(grid.shape[1], grid.device, grid.dtype)
-    # Contiguous NCHW: bilinear upsampling of a 2-channel channels-last view took 4x as long.
-    displacement = (grid - identity).permute(0, 3, 1, 2).contiguous()
+    n, h = grid.shape[:2]
+    identity = identity_grid(h, grid.device, grid.dtype)
+    # Each coordinate as a one-channel image (the same values): contiguous NCHW, as bilinear
+    # upsampling of a 2-channel channels-last view took 4x as long; and in ONNX the Reshape
+    # keeps ONNX Runtime from moving the Resize to a channels-last layout (8x as long).
+    displacement = (grid - identity).permute(0, 3, 1, 2).reshape(n * 2, 1, h, h)
     resized = F.interpolate(displacement, size=(size, size), mode="bilinear")
-    return resized.permute(0, 2, 3, 1) + identity_grid(size, grid.device, grid.dtype)
+    resized = resized.view(n, 2, size, size).permute(0, 2, 3, 1)
+    return resized + identity_grid(size, grid.device, grid.dtype)
 
 
 def warp(features: Tensor, grid: Tensor) -> Tensor:

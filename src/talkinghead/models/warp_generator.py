@@ -180,10 +180,10 @@ class WarpGenerator(AdainProjection, nn.Module):
             target_landmark_image, target_points, shots, shot_small
         )
         weights = torch.softmax(logits.view(n, k, *logits.shape[1:]), dim=1)  # [N,K,f,f]
-        warped_rgb = _blend(flow.warp(shots.frames.flatten(0, 1), grid), weights, n, k)
+        warped_rgb = blend_shots(flow.warp(shots.frames.flatten(0, 1), grid), weights, n, k)
         target_features = self.target_encoder.features(target_landmark_image)
         warped_features = [
-            _blend(flow.warp(features, grid), weights, n, k) for features in shots.features
+            blend_shots(flow.warp(features, grid), weights, n, k) for features in shots.features
         ]
         x = self._decode(target_features, warped_features, psi)
         rgb, mask_logit = torch.tanh(x[:, :IMAGE_CHANNELS]), x[:, IMAGE_CHANNELS:]
@@ -251,7 +251,7 @@ def _expand_shots(shots: Shots, n: int) -> Shots:
     )
 
 
-def _blend(warped: Tensor, weights: Tensor, n: int, k: int) -> Tensor:
+def blend_shots(warped: Tensor, weights: Tensor, n: int, k: int) -> Tensor:
     """Per-pixel weighted sum over shots: ``[N*K,C,s,s]``, ``[N,K,f,f]`` -> ``[N,C,s,s]``."""
     size = warped.shape[-1]
     if weights.shape[-1] != size:
