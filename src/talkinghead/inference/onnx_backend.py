@@ -71,9 +71,9 @@ class OnnxFrameModel:
     ``run(landmarks [N,68,2] crop px) -> [N,3,S,S]`` float32 in [-1,1], on ``num_threads``
     threads (default: this process's cores). A batch of at least that many frames is split in
     as many parts, each run by a one-thread session in its own thread (ONNX Runtime releases
-    the GIL): an op's work split over threads left them waiting for each other at every op
-    (and ONNX Runtime's GridSample splits over 3 channels), so split batches ran 1.2-1.3x as
-    fast at batch 8 on 2 cores. Fewer frames run in one session with all the threads.
+    the GIL): with each op's work split over threads instead, the threads waited for each other
+    at every op. At batch 8 on 2 cores split batches ran 1.15x (1 shot) and 1.18x (8 shots) as
+    fast, in alternating runs. Fewer frames run in one session with all the threads.
     """
 
     def __init__(self, model: bytes, num_threads: int | None = None, name: str = "ONNX model"):

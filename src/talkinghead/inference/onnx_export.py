@@ -120,7 +120,7 @@ def sample_border(maps: Tensor, grid: Tensor) -> Tensor:
     Border padding clamps each sampled point to the pixel centres; clamping the grid to them
     first and padding with zeros reads the same pixels with the same weights (a clamped point's
     neighbour outside the map has weight 0). ONNX Runtime's GridSample took 4.8x as long with
-    border padding as with zeros (1 thread, 3x128x128 maps). With zeros it took 0.5-0.85x the
+    border padding as with zeros (1 thread, 3x128x128 maps). With zeros it took 0.15-0.85x the
     time of the gathers and weighted sums this export used before, on every map of the bundled
     model (3 to 64 channels, 1 and 8 shots).
     """
