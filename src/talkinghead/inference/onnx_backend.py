@@ -53,7 +53,7 @@ def session_options(num_threads: int | None = None):
     """Intra-op threads = this process's cores (or ``num_threads``), every graph optimisation."""
     ort = require_onnxruntime()
     options = ort.SessionOptions()
-    options.intra_op_num_threads = num_threads or machine_threads()
+    options.intra_op_num_threads = num_threads or _process_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -61,7 +61,8 @@ def session_options(num_threads: int | None = None):
     return options
 
 
-def machine_threads() -> int:
+def _process_cores() -> int:
+    """The cores this process may run on."""
     return len(os.sched_getaffinity(0))
 
 
@@ -77,8 +78,8 @@ class OnnxFrameModel:
     """
 
     def __init__(self, model: bytes, num_threads: int | None = None, name: str = "ONNX model"):
-        self.num_threads, self.threads = num_threads, num_threads or machine_threads()
-        self.session = self._session(model, 1, name)  # what the parts of a batch share
+        self.num_threads, self.threads = num_threads, num_threads or _process_cores()
+        self.name, self.session = name, self._session(model, 1, name)  # shared by the parts
         self._wide = self.session if self.threads == 1 else None
         self._pool: ThreadPoolExecutor | None = None
         props = self.session.get_modelmeta().custom_metadata_map
@@ -136,7 +137,7 @@ class OnnxFrameModel:
             feeds = self.inputs(landmarks)
         if self.threads == 1 or len(landmarks) < self.threads:
             if self._wide is None:
-                self._wide = self._session(self.model, self.threads, "ONNX model")
+                self._wide = self._session(self.model, self.threads, self.name)
             return self._wide.run(["image"], feeds)[0]
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads - 1, "talkinghead-onnx")
@@ -145,6 +146,15 @@ class OnnxFrameModel:
         futures = [self._pool.submit(self.session.run, ["image"], f) for f in part_feeds[1:]]
         first = self.session.run(["image"], part_feeds[0])[0]
         return np.concatenate([first, *(f.result()[0] for f in futures)])
+
+    def render_float(self, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
+        """:meth:`run` on batches of ``batch_size``: ``[T,3,S,S]`` for ``[T,68,2]``."""
+        runs = [
+            self.run(landmarks[start : start + batch_size])
+            for start in range(0, len(landmarks), batch_size)
+        ]
+        size = self.image_size
+        return np.concatenate(runs) if runs else np.zeros((0, 3, size, size), np.float32)
 
 
 @contextlib.contextmanager
@@ -285,13 +295,7 @@ class OnnxRenderer:
         self, person: Person, landmarks: np.ndarray, batch_size: int = 8
     ) -> np.ndarray:
         """``[T,3,S,S]`` float32 in [-1,1] for landmarks ``[T,68,2]`` (crop pixels)."""
-        model = self.model_for(person)
-        size = self.head.image_size
-        out = [
-            model.run(landmarks[start : start + batch_size])
-            for start in range(0, len(landmarks), batch_size)
-        ]
-        return np.concatenate(out) if out else np.zeros((0, 3, size, size), np.float32)
+        return self.model_for(person).render_float(landmarks, batch_size)
 
     def render(self, person: Person, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
         """Frames ``[T,S,S,3]`` uint8: the contract of :meth:`TalkingHead.render`."""
@@ -312,12 +316,7 @@ class OnnxFrameRenderer:
     def __call__(self, landmarks: np.ndarray, batch_size: int = 8) -> np.ndarray:
         if self._model is None or self._model.num_threads != self.num_threads:
             self._model = OnnxFrameModel(self.model_bytes, self.num_threads)
-        runs = [
-            self._model.run(landmarks[start : start + batch_size])
-            for start in range(0, len(landmarks), batch_size)
-        ]
-        size = self._model.image_size
-        return to_uint8(np.concatenate(runs)) if runs else np.zeros((0, size, size, 3), np.uint8)
+        return to_uint8(self._model.render_float(landmarks, batch_size))
 
 
 def write_onnx(
