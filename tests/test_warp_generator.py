@@ -21,7 +21,7 @@ from talkinghead.evaluation.baselines import warp_nearest
 from talkinghead.inference.pipeline import TalkingHead, spread_shots
 from talkinghead.landmarks.rasterize import draw_landmarks_batch
 from talkinghead.models import build_models, frozen_copy
-from talkinghead.models.flow import fit_tps, pixels_to_grid, tps_grid, warp
+from talkinghead.models.flow import fit_tps, identity_grid, pixels_to_grid, tps_grid, warp
 from talkinghead.models.warp_generator import Shots
 from talkinghead.training.content import build_training_content_loss
 from talkinghead.training.ema import decay_at, make_ema, update_ema
@@ -76,6 +76,33 @@ def test_shots_sharing_a_target_share_its_solve_and_match_one_solve_each(crops):
             alone = tps_grid(target[[n]], shots[n, [k]], 64, 16)[0]
             assert torch.allclose(shared[n, k], alone, atol=1e-5)
     assert not torch.allclose(shared[0, 0], shared[0, 1], atol=1e-2)  # the shots really differ
+
+
+def test_a_closed_mouth_mapped_onto_an_open_one_is_evaluated_to_float64_accuracy(crops):
+    """Inner lips 0.04 px apart in the target, 4 px apart in the shot: kernel weights in the
+    thousands, whose terms cancel. The float32 map must still be the float64 one (plain
+    float32 sums were 5e-3 grid units off here), and not depend on the rest of the batch."""
+    _, landmarks = crops
+    source = torch.tensor(landmarks[[10]])
+    target = source.clone()
+    upper, lower = [61, 62, 63], [67, 66, 65]
+    middle = (target[:, upper] + target[:, lower]) / 2
+    target[:, upper], target[:, lower] = middle - 0.02, middle + 0.02
+    source[:, upper] -= torch.tensor([0.0, 1.5])
+    source[:, lower] += torch.tensor([0.0, 1.5])
+    spline = fit_tps(target, source, 64)
+    assert spline.weights.abs().max() > 1000  # the cancelling case
+    pixels = identity_grid(16, dtype=torch.float64).reshape(1, -1, 2)
+    exact = spline(pixels).view(1, 16, 16, 2)
+    grid = tps_grid(target.float(), source.float(), 64, 16)
+    assert grid.dtype == torch.float32
+    assert (grid.double() - exact).abs().max() < 1e-4
+    # Batched with an ordinary pair (small weights only), each item gives its own grid.
+    pair = torch.cat([target, torch.tensor(landmarks[[5]])]).float()
+    batched = tps_grid(pair, torch.cat([source, torch.tensor(landmarks[[90]])]).float(), 64, 16)
+    assert torch.equal(batched[0], grid[0])
+    ordinary = tps_grid(pair[1:], torch.tensor(landmarks[[90]]).float(), 64, 16)
+    assert torch.equal(batched[1], ordinary[0])
 
 
 def test_zero_flow_reproduces_the_shot(crops):

@@ -123,13 +123,11 @@ class OnnxFrameModel:
         if self.shot_points is None:
             return feeds
         points = torch.from_numpy(np.asarray(landmarks, np.float32))
-        n, k = len(points), len(self.shot_points)
-        targets = points[:, None].expand(-1, k, -1, -1).flatten(0, 1)
-        sources = self.shot_points[None].expand(n, -1, -1, -1).flatten(0, 1)
-        flow_size = int(self.metadata["flow_size"])
-        grid = flow.tps_grid(targets, sources, self.image_size, flow_size)
+        # One solve per target for all K shots, as WarpGenerator._motion does it.
+        sources = self.shot_points[None].expand(len(points), -1, -1, -1)
+        grid = flow.tps_grid(points, sources, self.image_size, int(self.metadata["flow_size"]))
         feeds["target_points"] = points.numpy()
-        feeds["analytic_grid"] = grid.reshape(n, k, flow_size, flow_size, 2).numpy()
+        feeds["analytic_grid"] = np.ascontiguousarray(grid.numpy())  # [N,K,f,f,2]
         return feeds
 
     def run(self, landmarks: np.ndarray) -> np.ndarray:
